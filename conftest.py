@@ -1,0 +1,98 @@
+"""Shared pytest fixtures: users, logged-in clients, the real Redis queues and a burst worker."""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth import get_user_model
+
+
+@pytest.fixture
+def make_user(db):
+    counter = {"n": 0}
+
+    def make(username: str | None = None, *, staff: bool = False, password: str = "pw-for-tests-123", **extra):
+        counter["n"] += 1
+        username = username or f"user{counter['n']}"
+        user = get_user_model().objects.create_user(
+            username=username, email=f"{username}@example.com", password=password, is_staff=staff, **extra
+        )
+        return user
+
+    return make
+
+
+@pytest.fixture
+def user(make_user):
+    return make_user("alice")
+
+
+@pytest.fixture
+def other_user(make_user):
+    return make_user("bob")
+
+
+@pytest.fixture
+def staff_user(make_user):
+    return make_user("staff", staff=True, is_superuser=True)
+
+
+@pytest.fixture
+def user_client(client, user):
+    client.force_login(user)
+    return client
+
+
+@pytest.fixture
+def other_client(db, other_user):
+    from django.test import Client
+
+    c = Client()
+    c.force_login(other_user)
+    return c
+
+
+@pytest.fixture
+def staff_client(db, staff_user):
+    from django.test import Client
+
+    c = Client()
+    c.force_login(staff_user)
+    return c
+
+
+@pytest.fixture
+def redis_conn():
+    """The real Redis from REDIS_URL, with our queues emptied before and after the test."""
+    import django_rq
+    from django.conf import settings
+
+    conn = django_rq.get_connection("default")
+    conn.ping()
+
+    def empty():
+        for name in settings.JOB_QUEUES:
+            queue = django_rq.get_queue(name)
+            queue.empty()
+            for registry in (queue.failed_job_registry, queue.finished_job_registry, queue.started_job_registry,
+                             queue.canceled_job_registry):
+                for job_id in registry.get_job_ids():
+                    registry.remove(job_id, delete_job=True)
+
+    empty()
+    yield conn
+    empty()
+
+
+@pytest.fixture
+def run_worker(redis_conn, transactional_db):
+    """Run a burst worker (no fork, so it shares the test database) over the given queues."""
+    from imagineer.worker import WarmWorker
+
+    def run(*queues: str, max_jobs: int | None = None) -> None:
+        import django_rq
+
+        qs = [django_rq.get_queue(name) for name in (queues or ("default",))]
+        worker = WarmWorker(qs, connection=redis_conn)
+        worker.work(burst=True, max_jobs=max_jobs, with_scheduler=False)
+
+    return run

@@ -1,0 +1,96 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+
+from imagineer.settings.env import check_redis_url, env_bool, env_choice, env_int, env_list, parse_database_url
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_it_reads_booleans_and_rejects_nonsense(monkeypatch):
+    monkeypatch.setenv("X_FLAG", "yes")
+    assert env_bool("X_FLAG") is True
+    monkeypatch.setenv("X_FLAG", "0")
+    assert env_bool("X_FLAG", True) is False
+    monkeypatch.setenv("X_FLAG", "maybe")
+    with pytest.raises(ImproperlyConfigured, match="X_FLAG='maybe' is not a boolean"):
+        env_bool("X_FLAG")
+
+
+def test_it_rejects_bad_and_out_of_range_integers(monkeypatch):
+    monkeypatch.setenv("X_NUM", "12")
+    assert env_int("X_NUM", 1) == 12
+    monkeypatch.setenv("X_NUM", "twelve")
+    with pytest.raises(ImproperlyConfigured, match="not a whole number"):
+        env_int("X_NUM", 1)
+    monkeypatch.setenv("X_NUM", "0")
+    with pytest.raises(ImproperlyConfigured, match="below the minimum of 1"):
+        env_int("X_NUM", 5, minimum=1)
+
+
+def test_it_splits_lists_and_checks_choices(monkeypatch):
+    monkeypatch.setenv("X_LIST", " a.example, ,b.example ")
+    assert env_list("X_LIST") == ["a.example", "b.example"]
+    monkeypatch.setenv("X_CHOICE", "loud")
+    with pytest.raises(ImproperlyConfigured, match="not one of: json, text"):
+        env_choice("X_CHOICE", "text", {"text", "json"})
+
+
+def test_it_parses_postgres_and_sqlite_urls():
+    db = parse_database_url("postgres://postgres:s%40cret@127.0.0.1:5432/test?sslmode=disable")
+    assert db["ENGINE"] == "django.db.backends.postgresql"
+    assert (db["NAME"], db["USER"], db["PASSWORD"], db["HOST"], db["PORT"]) == (
+        "test", "postgres", "s@cret", "127.0.0.1", "5432"
+    )
+    assert db["OPTIONS"] == {"sslmode": "disable"}
+    assert parse_database_url("sqlite:////tmp/x.sqlite3")["NAME"] == "/tmp/x.sqlite3"
+
+
+@pytest.mark.parametrize(
+    "url, message",
+    [
+        ("mysql://root@localhost/db", "unsupported scheme 'mysql'"),
+        ("postgres://postgres@localhost:5432/", "names no database"),
+        ("postgres://postgres@localhost:port/db", "port that is not a number"),
+    ],
+)
+def test_it_rejects_bad_database_urls(url, message):
+    with pytest.raises(ImproperlyConfigured, match=message):
+        parse_database_url(url)
+
+
+def test_it_rejects_bad_redis_urls():
+    assert check_redis_url("redis://127.0.0.1:6379/0")
+    with pytest.raises(ImproperlyConfigured, match="must start with redis://"):
+        check_redis_url("http://127.0.0.1:6379")
+
+
+def _load_settings(env: dict) -> subprocess.CompletedProcess:
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "IMAGINEER_", "DEBUG", "SECRET"))}
+    return subprocess.run(
+        [sys.executable, "-c", "import imagineer.settings.base as s; print(s.DATABASES['default']['ENGINE'])"],
+        cwd=ROOT, env={**base, **env}, capture_output=True, text=True, timeout=60,
+    )
+
+
+def test_it_refuses_to_start_without_secret_key_when_debug_is_off(tmp_path):
+    result = _load_settings({"DEBUG": "0", "IMAGINEER_DATA_DIR": str(tmp_path)})
+    assert result.returncode != 0
+    assert "SECRET_KEY must be set when DEBUG is off" in result.stderr
+
+
+def test_it_names_the_variable_with_a_bad_value(tmp_path):
+    result = _load_settings({"DEBUG": "1", "IMAGINEER_DATA_DIR": str(tmp_path), "IMAGINEER_JOB_STALE_AFTER": "soon"})
+    assert result.returncode != 0
+    assert "IMAGINEER_JOB_STALE_AFTER='soon' is not a whole number" in result.stderr
+
+
+def test_it_defaults_to_sqlite_and_selects_postgres_from_database_url(tmp_path):
+    sqlite = _load_settings({"DEBUG": "1", "IMAGINEER_DATA_DIR": str(tmp_path)})
+    assert sqlite.stdout.strip() == "django.db.backends.sqlite3", sqlite.stderr
+    pg = _load_settings({"DEBUG": "1", "IMAGINEER_DATA_DIR": str(tmp_path), "DATABASE_URL": "postgres://u@h/db"})
+    assert pg.stdout.strip() == "django.db.backends.postgresql", pg.stderr
