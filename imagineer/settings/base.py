@@ -303,3 +303,39 @@ API_TOKEN_PREFIX = "imgr_"
 
 # Site
 SITE_NAME = env_str("IMAGINEER_SITE_NAME", "Imagineer")
+
+# Gallery
+GALLERY_MAX_UPLOAD_BYTES = env_int("IMAGINEER_MAX_UPLOAD_BYTES", 50 * 1024 * 1024, minimum=1024)
+GALLERY_MAX_IMAGE_PIXELS = env_int("IMAGINEER_MAX_IMAGE_PIXELS", 100_000_000, minimum=1)
+GALLERY_NEAR_DUPLICATE_DISTANCE = env_int("IMAGINEER_NEAR_DUPLICATE_DISTANCE", 6, minimum=0, maximum=64)
+GALLERY_TRASH_DAYS = env_int("IMAGINEER_TRASH_DAYS", 30, minimum=0)
+GALLERY_THUMB_SIZE = 300
+GALLERY_PREVIEW_SIZE = 1280
+GALLERY_PAGE_SIZE = env_int("IMAGINEER_GALLERY_PAGE_SIZE", 60, minimum=1, maximum=500)
+
+# Scraping. Private, loopback and link-local addresses are refused unless this is on (tests only).
+SCRAPE_ALLOW_PRIVATE = env_bool("IMAGINEER_SCRAPE_ALLOW_PRIVATE", False)
+SCRAPE_MAX_RESPONSE_BYTES = env_int("IMAGINEER_SCRAPE_MAX_RESPONSE_BYTES", 50 * 1024 * 1024, minimum=1024)
+SCRAPE_USER_AGENT = env_str("IMAGINEER_SCRAPE_USER_AGENT", "ImagineerBot/0.1 (+self-hosted dataset builder)")
+
+# Labeling
+LABEL_CONTAINER_IMAGE = env_str("IMAGINEER_LABEL_IMAGE", "localhost/imagineer-claude-labeler:latest")
+LABEL_CLAUDE_CREDENTIALS = env_str("IMAGINEER_CLAUDE_CREDENTIALS", str(Path.home() / ".claude"))
+LABEL_CONTAINER_TIMEOUT = env_int("IMAGINEER_LABEL_TIMEOUT", 600, minimum=1)
+LABEL_CONTAINER_MEMORY = env_str("IMAGINEER_LABEL_MEMORY", "1g")
+LABEL_CONTAINER_CPUS = env_float("IMAGINEER_LABEL_CPUS", 1.0, minimum=0.1)
+LABEL_CONTAINER_PIDS = env_int("IMAGINEER_LABEL_PIDS", 256, minimum=16)
+LABEL_BATCH_SIZE = env_int("IMAGINEER_LABEL_BATCH_SIZE", 8, minimum=1, maximum=100)
+LABEL_DEFAULT_BACKEND = env_choice("IMAGINEER_LABEL_BACKEND", "local", {"local", "claude-docker", "anthropic"})
+ANTHROPIC_API_KEY = env_str("ANTHROPIC_API_KEY")
+ANTHROPIC_BASE_URL = env_str("ANTHROPIC_BASE_URL")
+ANTHROPIC_MODEL = env_str("IMAGINEER_ANTHROPIC_MODEL", "claude-sonnet-4-5")
+
+# Training and generation
+ML_DEVICE = env_choice("IMAGINEER_DEVICE", "auto", {"auto", "cpu", "cuda", "mps"})
+TRAIN_KEEP_CHECKPOINTS = env_int("IMAGINEER_KEEP_CHECKPOINTS", 3, minimum=1)
+TRAIN_FAILED_RETENTION_DAYS = env_int("IMAGINEER_FAILED_RUN_RETENTION_DAYS", 7, minimum=0)
+GENERATE_MAX_SIDE = env_int("IMAGINEER_GENERATE_MAX_SIDE", 2048, minimum=64)
+GENERATE_MAX_STEPS = env_int("IMAGINEER_GENERATE_MAX_STEPS", 150, minimum=1)
+GENERATE_MAX_COUNT = env_int("IMAGINEER_GENERATE_MAX_COUNT", 8, minimum=1)
+GENERATE_MAX_QUEUED_PER_USER = env_int("IMAGINEER_GENERATE_MAX_QUEUED", 20, minimum=1)
