@@ -1,8 +1,8 @@
 """allauth adapters: signup can be closed by setting; Google only when configured."""
 
-from django.conf import settings
 from allauth.account.adapter import DefaultAccountAdapter
 from allauth.socialaccount.adapter import DefaultSocialAccountAdapter
+from django.conf import settings
 
 
 class AccountAdapter(DefaultAccountAdapter):

@@ -315,7 +315,8 @@ def reap_stale_jobs(*, now=None) -> dict[str, int]:
                     status=JobStatus.FAILED,
                     finished_at=now,
                     message="Failed.",
-                    error=f"The worker running this job stopped responding (last heartbeat {since:%Y-%m-%d %H:%M:%S} UTC).",
+                    error="The worker running this job stopped responding "
+                    f"(last heartbeat {since:%Y-%m-%d %H:%M:%S} UTC).",
                 )
                 counts["failed"] += updated
         # Jobs that ignore a cancel request for too long are stopped through RQ.

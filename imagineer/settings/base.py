@@ -299,7 +299,7 @@ LOGGING = {
 
 # API
 NINJA_PAGINATION_PER_PAGE = 50
-API_TOKEN_PREFIX = "imgr_"
+API_TOKEN_PREFIX = "imgr_"  # noqa: S105 - a visible prefix, not a secret
 
 # Site
 SITE_NAME = env_str("IMAGINEER_SITE_NAME", "Imagineer")

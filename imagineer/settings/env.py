@@ -122,7 +122,7 @@ def check_redis_url(url: str) -> str:
     if parsed.scheme not in {"redis", "rediss", "unix"}:
         raise ImproperlyConfigured(f"REDIS_URL={url!r} must start with redis://, rediss:// or unix://.")
     try:
-        parsed.port
+        _ = parsed.port  # urlparse validates the port lazily
     except ValueError:
         raise ImproperlyConfigured(f"REDIS_URL={url!r} has a port that is not a number.") from None
     return url

@@ -11,7 +11,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from urllib.parse import urlparse
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -54,6 +53,8 @@ class Command(BaseCommand):
         parser.add_argument("--port", type=int, default=8000, help="Port of the web server (default 8000).")
         parser.add_argument("--web-workers", type=int, default=2, help="gunicorn worker processes (default 2).")
         parser.add_argument("--no-workers", action="store_true", help="Do not start RQ workers.")
+        parser.add_argument("--redis-port", type=int, default=6379,
+                            help="Port for the embedded Redis when REDIS_URL is unset (default 6379).")
         parser.add_argument("--skip-prepare", action="store_true", help="Skip migrate and the tiny model.")
 
     def handle(self, *args, **options):
@@ -63,7 +64,7 @@ class Command(BaseCommand):
             raise CommandError(f"Something already listens on {host}:{port}; stop it or pass --port.")
         env = os.environ.copy()
         try:
-            self._start_redis_if_needed(env)
+            self._start_redis_if_needed(env, options["redis_port"])
             if not options["skip_prepare"]:
                 self._prepare()
             self._ensure_admin()
@@ -88,11 +89,12 @@ class Command(BaseCommand):
     def _manage(self, *args: str) -> list[str]:
         return [sys.executable, str(Path(settings.BASE_DIR) / "manage.py"), *args]
 
-    def _start_redis_if_needed(self, env: dict) -> None:
+    def _start_redis_if_needed(self, env: dict, port: int) -> None:
         if os.environ.get("REDIS_URL"):
             return
-        if _listening("127.0.0.1", 6379):
-            self.stdout.write("Using the Redis already listening on 127.0.0.1:6379.")
+        env["REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
+        if _listening("127.0.0.1", port):
+            self.stdout.write(f"Using the Redis already listening on 127.0.0.1:{port}.")
             return
         binary = find_redis_server()
         if not binary:
@@ -101,11 +103,11 @@ class Command(BaseCommand):
         data.mkdir(parents=True, exist_ok=True)
         self._spawn(
             "redis",
-            [binary, "--bind", "127.0.0.1", "--port", "6379", "--dir", str(data), "--save", "60", "1",
+            [binary, "--bind", "127.0.0.1", "--port", str(port), "--dir", str(data), "--save", "60", "1",
              "--appendonly", "no", "--protected-mode", "yes"],
             env,
         )
-        self._wait_for_port("127.0.0.1", 6379, 15)
+        self._wait_for_port("127.0.0.1", port, 15)
         self.stdout.write(f"Started an embedded Redis ({binary}) with data in {data}.")
 
     def _prepare(self) -> None:
@@ -152,11 +154,11 @@ class Command(BaseCommand):
 
     def _stop_all(self) -> None:
         # Stop in reverse order: web first, Redis last, so workers can finish their bookkeeping.
-        for name, proc in reversed(self.children):
+        for _name, proc in reversed(self.children):
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + 20
-        for name, proc in reversed(self.children):
+        for _name, proc in reversed(self.children):
             try:
                 proc.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
