@@ -10,7 +10,7 @@ from django.contrib.auth import get_user_model
 def make_user(db):
     counter = {"n": 0}
 
-    def make(username: str | None = None, *, staff: bool = False, password: str = "pw-for-tests-123", **extra  # noqa: S107):
+    def make(username: str | None = None, *, staff: bool = False, password: str = "pw-for-tests-123", **extra):  # noqa: S107
         counter["n"] += 1
         username = username or f"user{counter['n']}"
         user = get_user_model().objects.create_user(
