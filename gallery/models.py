@@ -1,1 +1,232 @@
-from django.db import models  # noqa: F401
+"""Images and albums. Every image, whatever brought it in, is one `Image` row."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.urls import reverse
+from django.utils import timezone
+
+from . import hooks
+
+
+class ImageSource(models.TextChoices):
+    UPLOAD = "upload", "Upload"
+    INDEX = "index", "Indexed from disk"
+    SCRAPE = "scrape", "Scraped"
+    GENERATED = "generated", "Generated"
+
+
+class DerivativeStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    READY = "ready", "Ready"
+    FAILED = "failed", "Failed"
+
+
+class NsfwMode(models.TextChoices):
+    SHOW = "show", "Show"
+    BLUR = "blur", "Blur"
+    HIDE = "hide", "Hide"
+
+
+class ImageQuerySet(models.QuerySet):
+    def alive(self):
+        return self.filter(trashed_at__isnull=True)
+
+    def trashed(self):
+        return self.filter(trashed_at__isnull=False)
+
+    def visible_to(self, user):
+        """Images `user` may see: their own and public ones; staff see all; nobody anonymous sees NSFW."""
+        qs = self.alive()
+        if user is None or not user.is_authenticated:
+            return qs.filter(is_public=True, is_nsfw=False)
+        if user.is_staff:
+            return qs
+        return qs.filter(Q(owner=user) | Q(is_public=True))
+
+    def owned_by(self, user):
+        return self.filter(owner=user)
+
+    def search(self, text: str):
+        """Title, description, and whatever other apps plug in (labels) through gallery.hooks."""
+        text = (text or "").strip()
+        if not text:
+            return self
+        condition = Q()
+        for term in text.split()[:8]:
+            term_q = Q(title__icontains=term) | Q(description__icontains=term) | Q(original_filename__icontains=term)
+            for hook in hooks.search_hooks:
+                term_q |= hook(term)
+            condition &= term_q
+        # Label hooks join other tables, so one image may match more than once.
+        return self.filter(pk__in=self.model.objects.filter(condition).values("pk"))
+
+    def with_tag(self, tag: str):
+        tag = (tag or "").strip()
+        if not tag:
+            return self
+        if hooks.tag_filter is None:
+            return self.none()
+        return self.filter(pk__in=hooks.tag_filter(tag))
+
+
+class Image(models.Model):
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="images")
+    file = models.FileField(max_length=255, help_text="The original bytes, stored under a content-addressed name.")
+    sha256 = models.CharField(max_length=64, db_index=True)
+    phash = models.BigIntegerField(help_text="64-bit perceptual hash (signed) for near-duplicate search.")
+    width = models.PositiveIntegerField()
+    height = models.PositiveIntegerField()
+    format = models.CharField(max_length=10, help_text="JPEG, PNG, WEBP, GIF, BMP or TIFF.")
+    mime = models.CharField(max_length=40)
+    bytes = models.PositiveBigIntegerField()
+    original_filename = models.CharField(max_length=255, blank=True)
+    title = models.CharField(max_length=300, blank=True)
+    description = models.TextField(blank=True)
+    source = models.CharField(max_length=16, choices=ImageSource.choices, db_index=True)
+    source_url = models.URLField(max_length=2000, blank=True, help_text="Where the file came from (scrapes).")
+    source_page_url = models.URLField(max_length=2000, blank=True, help_text="The page it was found on (scrapes).")
+    source_detail = models.JSONField(default=dict, blank=True, help_text="More lineage: indexed path, job ids.")
+    is_public = models.BooleanField(default=False, db_index=True)
+    is_nsfw = models.BooleanField(default=False, db_index=True)
+    thumbnail = models.FileField(max_length=255, blank=True)
+    preview = models.FileField(max_length=255, blank=True)
+    derivatives = models.CharField(max_length=10, choices=DerivativeStatus.choices, default=DerivativeStatus.PENDING)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    trashed_at = models.DateTimeField(null=True, blank=True, db_index=True)
+
+    objects = ImageQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [models.UniqueConstraint(fields=["owner", "sha256"], name="gallery_image_owner_sha256")]
+        indexes = [
+            models.Index(fields=["owner", "-id"], name="gallery_img_owner_id"),
+            models.Index(fields=["is_public", "is_nsfw", "-id"], name="gallery_img_public_id"),
+        ]
+
+    def __str__(self) -> str:
+        return self.title or self.original_filename or f"Image {self.pk}"
+
+    @property
+    def display_name(self) -> str:
+        return str(self)
+
+    @property
+    def is_trashed(self) -> bool:
+        return self.trashed_at is not None
+
+    @property
+    def megapixels(self) -> float:
+        return round(self.width * self.height / 1_000_000, 2)
+
+    def get_absolute_url(self) -> str:
+        return reverse("gallery:image_detail", args=[self.pk])
+
+    def thumbnail_url(self) -> str:
+        return reverse("gallery:image_thumbnail", args=[self.pk])
+
+    def preview_url(self) -> str:
+        return reverse("gallery:image_preview", args=[self.pk])
+
+    def download_url(self) -> str:
+        return reverse("gallery:image_original", args=[self.pk])
+
+    def is_visible_to(self, user) -> bool:
+        if user is not None and user.is_authenticated and (user.is_staff or user.pk == self.owner_id):
+            return True
+        if self.is_trashed or not self.is_public:
+            return False
+        return not self.is_nsfw or (user is not None and user.is_authenticated)
+
+    def can_edit(self, user) -> bool:
+        return user is not None and user.is_authenticated and (user.is_staff or user.pk == self.owner_id)
+
+
+class AlbumQuerySet(models.QuerySet):
+    def visible_to(self, user):
+        if user is None or not user.is_authenticated:
+            return self.filter(is_public=True)
+        if user.is_staff:
+            return self
+        return self.filter(Q(owner=user) | Q(is_public=True))
+
+    def with_counts(self):
+        return self.annotate(
+            image_count=models.Count("entries", filter=Q(entries__image__trashed_at__isnull=True), distinct=True)
+        )
+
+
+class Album(models.Model):
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="albums")
+    name = models.CharField(max_length=200)
+    slug = models.SlugField(max_length=220)
+    description = models.TextField(blank=True)
+    cover = models.ForeignKey(
+        Image, null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+        help_text="Shown on the album list; the first image when empty.",
+    )
+    is_public = models.BooleanField(default=False)
+    is_training_source = models.BooleanField(
+        default=False, help_text="Offer this album as a dataset when starting a training run."
+    )
+    images = models.ManyToManyField(Image, through="AlbumImage", related_name="albums")
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = AlbumQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(fields=["owner", "slug"], name="gallery_album_owner_slug"),
+            models.UniqueConstraint(fields=["owner", "name"], name="gallery_album_owner_name"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def get_absolute_url(self) -> str:
+        return reverse("gallery:album_detail", args=[self.pk])
+
+    def ordered_images(self):
+        return Image.objects.alive().filter(album_entries__album=self).order_by("album_entries__position", "pk")
+
+    def cover_image(self) -> Image | None:
+        if self.cover_id and self.cover and not self.cover.is_trashed:
+            return self.cover
+        return self.ordered_images().first()
+
+    def is_visible_to(self, user) -> bool:
+        if self.is_public:
+            return True
+        return user is not None and user.is_authenticated and (user.is_staff or user.pk == self.owner_id)
+
+    def can_edit(self, user) -> bool:
+        return user is not None and user.is_authenticated and (user.is_staff or user.pk == self.owner_id)
+
+
+class AlbumImage(models.Model):
+    album = models.ForeignKey(Album, on_delete=models.CASCADE, related_name="entries")
+    image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="album_entries")
+    position = models.PositiveIntegerField(default=0)
+    added_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["position", "pk"]
+        constraints = [models.UniqueConstraint(fields=["album", "image"], name="gallery_albumimage_unique")]
+
+
+class GalleryPreference(models.Model):
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="gallery_preference")
+    nsfw_mode = models.CharField(max_length=8, choices=NsfwMode.choices, default=NsfwMode.BLUR)
+
+    @classmethod
+    def nsfw_mode_for(cls, user) -> str:
+        if user is None or not user.is_authenticated:
+            return NsfwMode.HIDE
+        pref = cls.objects.filter(user=user).values_list("nsfw_mode", flat=True).first()
+        return pref or NsfwMode.BLUR

@@ -1,9 +1,31 @@
 from django.urls import path
 
-from imagineer.views import section
+from . import views
 
 app_name = "gallery"
 urlpatterns = [
-    path("", section, {"title": "Gallery", "text": "Your images."}, name="index"),
-    path("albums/", section, {"title": "Albums", "text": "Your albums."}, name="albums"),
+    path("", views.index, name="index"),
+    path("mine/", views.mine, name="mine"),
+    path("trash/", views.trash, name="trash"),
+    path("upload/", views.upload, name="upload"),
+    path("upload/file/", views.upload_file, name="upload_file"),
+    path("bulk/", views.bulk, name="bulk"),
+    path("preferences/", views.preferences, name="preferences"),
+    path("duplicates/", views.duplicates, name="duplicates"),
+    path("duplicates/resolve/", views.duplicates_resolve, name="duplicates_resolve"),
+    path("images/<int:pk>/", views.image_detail, name="image_detail"),
+    path("images/<int:pk>/edit/", views.image_edit, name="image_edit"),
+    path("images/<int:pk>/trash/", views.image_trash, name="image_trash"),
+    path("images/<int:pk>/restore/", views.image_restore, name="image_restore"),
+    path("images/<int:pk>/thumbnail.webp", views.image_thumbnail, name="image_thumbnail"),
+    path("images/<int:pk>/preview.webp", views.image_preview, name="image_preview"),
+    path("images/<int:pk>/original", views.image_original, name="image_original"),
+    path("albums/", views.albums, name="albums"),
+    path("albums/new/", views.album_create, name="album_create"),
+    path("albums/<int:pk>/", views.album_detail, name="album_detail"),
+    path("albums/<int:pk>/edit/", views.album_edit, name="album_edit"),
+    path("albums/<int:pk>/delete/", views.album_delete, name="album_delete"),
+    path("albums/<int:pk>/reorder/", views.album_reorder, name="album_reorder"),
+    path("albums/<int:pk>/cover/", views.album_cover, name="album_cover"),
+    path("albums/<int:pk>/move/<int:image_pk>/<str:direction>/", views.album_move, name="album_move"),
 ]

@@ -1,0 +1,22 @@
+"""Extension points other apps fill in their AppConfig.ready(), so gallery never imports them.
+
+- `search_hooks`: functions term -> Q over Image, OR-ed into the gallery search (labels plug in here).
+- `tag_filter`: function tag -> queryset of Image ids carrying that tag.
+- `lineage_hooks`: functions image -> list of {"label", "text", "url"} rows for the image page.
+- `detail_panels`: (template name, context function(request, image) -> dict) shown on the image page.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+search_hooks: list[Callable[[str], Any]] = []
+tag_filter: Callable[[str], Any] | None = None
+lineage_hooks: list[Callable[[Any], list[dict]]] = []
+detail_panels: list[tuple[str, Callable[[Any, Any], dict]]] = []
+
+
+def set_tag_filter(func: Callable[[str], Any]) -> None:
+    global tag_filter
+    tag_filter = func

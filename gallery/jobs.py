@@ -1,0 +1,10 @@
+"""RQ entry points for the gallery (queue `default`)."""
+
+from .models import Image
+from .services import image_make_derivatives
+
+
+def make_image_derivatives(image_id: int) -> None:
+    image = Image.objects.filter(pk=image_id).first()
+    if image is not None:
+        image_make_derivatives(image=image)

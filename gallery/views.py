@@ -1,0 +1,431 @@
+"""Gallery pages. Every view that takes an id fetches through an access helper."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.files.storage import default_storage
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.templatetags.static import static
+from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.http import require_GET, require_POST
+
+from . import hooks, selectors, services
+from .forms import AlbumForm, BulkActionForm, GridFilterForm, ImageEditForm, NsfwPreferenceForm, ReorderForm
+from .imaging import ImageRejected
+from .models import Album, GalleryPreference, Image, ImageSource, NsfwMode
+
+
+def _get_image_for_user(request: HttpRequest, pk: int, *, edit: bool = False) -> Image:
+    image = get_object_or_404(Image.objects.select_related("owner"), pk=pk)
+    allowed = image.can_edit(request.user) if edit else image.is_visible_to(request.user)
+    if not allowed:
+        raise Http404("No such image.")
+    return image
+
+
+def _get_album_for_user(request: HttpRequest, pk: int, *, edit: bool = False) -> Album:
+    album = get_object_or_404(Album.objects.select_related("owner"), pk=pk)
+    allowed = album.can_edit(request.user) if edit else album.is_visible_to(request.user)
+    if not allowed:
+        raise Http404("No such album.")
+    return album
+
+
+def _safe_next(request: HttpRequest, fallback: str) -> str:
+    target = request.POST.get("next") or request.GET.get("next") or ""
+    if target and url_has_allowed_host_and_scheme(target, {request.get_host()}, request.is_secure()):
+        return target
+    return fallback
+
+
+def _grid(request: HttpRequest, *, title: str, owner=None, trashed: bool = False, album: Album | None = None,
+          template: str = "gallery/image_grid.html", extra: dict | None = None) -> HttpResponse:
+    form = GridFilterForm(request.GET)
+    filters = form.cleaned_data if form.is_valid() else {}
+    nsfw_mode = GalleryPreference.nsfw_mode_for(request.user)
+    filter_album = album
+    if album is None and filters.get("album"):
+        filter_album = Album.objects.visible_to(request.user).filter(pk=filters["album"]).first()
+        if filter_album is None:
+            raise Http404("No such album.")
+    qs = selectors.grid_images(
+        user=request.user, nsfw_mode=nsfw_mode, album=filter_album, source=filters.get("source", ""),
+        tag=filters.get("tag", ""), query=filters.get("q", ""), owner=owner, trashed=trashed,
+    )
+    page_size = settings.GALLERY_PAGE_SIZE
+    if album is not None:
+        # Albums keep their own order; offset paging is fine at album sizes.
+        qs = qs.order_by("album_entries__position", "pk")
+        offset = filters.get("cursor") or 0
+        images = list(qs[offset:offset + page_size + 1])
+        next_cursor = offset + page_size if len(images) > page_size else None
+    else:
+        qs = qs.order_by("-pk")
+        if filters.get("cursor"):
+            qs = qs.filter(pk__lt=filters["cursor"])
+        images = list(qs[:page_size + 1])
+        next_cursor = images[page_size - 1].pk if len(images) > page_size else None
+    images = images[:page_size]
+    query = request.GET.copy()
+    query.pop("cursor", None)
+    context = {
+        "title": title, "images": images, "next_cursor": next_cursor, "filter_form": form,
+        "nsfw_mode": nsfw_mode, "base_query": query.urlencode(), "trashed": trashed, "album": album,
+        "my_albums": Album.objects.filter(owner=request.user).order_by("name") if request.user.is_authenticated else [],
+        "sources": ImageSource.choices, "nsfw_form": NsfwPreferenceForm(initial={"nsfw_mode": nsfw_mode}),
+        "selectable": request.user.is_authenticated and (owner is not None or trashed or
+                                                         (album is not None and album.can_edit(request.user))),
+        **(extra or {}),
+    }
+    if request.htmx and filters.get("cursor"):
+        return render(request, "gallery/_tiles.html", context)
+    return render(request, template, context)
+
+
+@require_GET
+def index(request: HttpRequest) -> HttpResponse:
+    return _grid(request, title="Gallery")
+
+
+@login_required
+@require_GET
+def mine(request: HttpRequest) -> HttpResponse:
+    return _grid(request, title="My images", owner=request.user)
+
+
+@login_required
+@require_GET
+def trash(request: HttpRequest) -> HttpResponse:
+    return _grid(request, title="Trash", trashed=True, extra={"trash_days": settings.GALLERY_TRASH_DAYS})
+
+
+@require_GET
+def image_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    image = _get_image_for_user(request, pk)
+    albums = Album.objects.visible_to(request.user).filter(entries__image=image).distinct()
+    lineage: list[dict] = []
+    for hook in hooks.lineage_hooks:
+        lineage.extend(hook(image))
+    panels = [(template, build(request, image)) for template, build in hooks.detail_panels]
+    context = {
+        "image": image,
+        "albums": albums,
+        "similar": selectors.similar_images(image, user=request.user),
+        "lineage": lineage,
+        "panels": panels,
+        "can_edit": image.can_edit(request.user),
+        "edit_form": ImageEditForm(initial={
+            "title": image.title, "description": image.description,
+            "is_public": image.is_public, "is_nsfw": image.is_nsfw,
+        }),
+        "my_albums": Album.objects.filter(owner=request.user) if request.user.is_authenticated else [],
+        "nsfw_mode": GalleryPreference.nsfw_mode_for(request.user),
+    }
+    return render(request, "gallery/image_detail.html", context)
+
+
+@login_required
+@require_POST
+def image_edit(request: HttpRequest, pk: int) -> HttpResponse:
+    image = _get_image_for_user(request, pk, edit=True)
+    form = ImageEditForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Please correct the errors: " + "; ".join(
+            f"{field}: {' '.join(errors)}" for field, errors in form.errors.items()))
+        return redirect(image)
+    services.image_update(image=image, **form.cleaned_data)
+    messages.success(request, "Saved.")
+    return redirect(image)
+
+
+@login_required
+@require_POST
+def image_trash(request: HttpRequest, pk: int) -> HttpResponse:
+    image = _get_image_for_user(request, pk, edit=True)
+    services.images_trash(user=request.user, ids=[image.pk])
+    messages.success(request, f"Moved to the trash; it can be restored for {settings.GALLERY_TRASH_DAYS} days.")
+    return redirect(_safe_next(request, reverse("gallery:mine")))
+
+
+@login_required
+@require_POST
+def image_restore(request: HttpRequest, pk: int) -> HttpResponse:
+    image = _get_image_for_user(request, pk, edit=True)
+    services.images_restore(user=request.user, ids=[image.pk])
+    messages.success(request, "Restored.")
+    return redirect(image)
+
+
+def _serve_derivative(request: HttpRequest, pk: int, field: str) -> HttpResponse:
+    image = _get_image_for_user(request, pk)
+    name = getattr(image, field).name
+    if not name:
+        return redirect(static("img/placeholder.svg"))
+    try:
+        handle = default_storage.open(name, "rb")
+    except (FileNotFoundError, OSError):
+        return redirect(static("img/placeholder.svg"))
+    response = FileResponse(handle, content_type="image/webp")
+    response["Cache-Control"] = "private, max-age=86400"
+    return response
+
+
+@require_GET
+def image_thumbnail(request: HttpRequest, pk: int) -> HttpResponse:
+    return _serve_derivative(request, pk, "thumbnail")
+
+
+@require_GET
+def image_preview(request: HttpRequest, pk: int) -> HttpResponse:
+    return _serve_derivative(request, pk, "preview")
+
+
+@require_GET
+def image_original(request: HttpRequest, pk: int) -> HttpResponse:
+    """Originals are only ever downloads, never rendered inline."""
+    image = _get_image_for_user(request, pk)
+    try:
+        handle = default_storage.open(image.file.name, "rb")
+    except (FileNotFoundError, OSError):
+        raise Http404("The original file is missing.")
+    filename = image.original_filename or f"{image.sha256[:16]}.{image.format.lower()}"
+    response = FileResponse(handle, as_attachment=True, filename=filename, content_type="application/octet-stream")
+    response["Content-Security-Policy"] = "sandbox; default-src 'none'"
+    response["Cache-Control"] = "private, no-transform"
+    return response
+
+
+@login_required
+def upload(request: HttpRequest) -> HttpResponse:
+    """The drag-and-drop page; without JavaScript its form posts all files here at once."""
+    albums = Album.objects.filter(owner=request.user)
+    results = []
+    if request.method == "POST":
+        album = _album_from_post(request)
+        for upload_file in request.FILES.getlist("files"):
+            results.append(_ingest_upload(request, upload_file, album))
+    return render(request, "gallery/upload.html", {
+        "albums": albums, "results": results, "max_bytes": settings.GALLERY_MAX_UPLOAD_BYTES,
+    })
+
+
+def _album_from_post(request: HttpRequest) -> Album | None:
+    album_id = request.POST.get("album") or ""
+    if not album_id.isdigit():
+        return None
+    return Album.objects.filter(pk=int(album_id), owner=request.user).first()
+
+
+def _ingest_upload(request: HttpRequest, upload_file, album: Album | None) -> dict:
+    name = upload_file.name
+    max_bytes = settings.GALLERY_MAX_UPLOAD_BYTES
+    if upload_file.size > max_bytes:
+        return {"ok": False, "name": name, "status": 413,
+                "error": f"The file is {upload_file.size / 1048576:.1f} MB; the limit is {max_bytes / 1048576:.1f} MB."}
+    try:
+        data = upload_file.read()
+        result = services.image_ingest(owner=request.user, data=data, filename=name, source=ImageSource.UPLOAD,
+                                       album=album)
+    except services.StorageFailed as exc:
+        return {"ok": False, "name": name, "status": 507, "error": str(exc)}
+    except ImageRejected as exc:
+        return {"ok": False, "name": name, "status": 400, "error": str(exc)}
+    return {"ok": True, "name": name, "status": 200, "id": result.image.pk, "duplicate": result.duplicate,
+            "url": result.image.get_absolute_url(), "thumbnail": result.image.thumbnail_url()}
+
+
+@login_required
+@require_POST
+def upload_file(request: HttpRequest) -> JsonResponse:
+    """One file per request, so the page can show per-file progress and errors."""
+    upload_file = request.FILES.get("file")
+    if upload_file is None:
+        return JsonResponse({"ok": False, "error": "No file was sent."}, status=400)
+    result = _ingest_upload(request, upload_file, _album_from_post(request))
+    return JsonResponse(result, status=result.pop("status"))
+
+
+@login_required
+@require_POST
+def bulk(request: HttpRequest) -> HttpResponse:
+    form = BulkActionForm(request.POST)
+    fallback = reverse("gallery:mine")
+    if not form.is_valid():
+        messages.error(request, " ".join(e for errors in form.errors.values() for e in errors))
+        return redirect(_safe_next(request, fallback))
+    action, ids = form.cleaned_data["action"], form.cleaned_data["ids"]
+    user = request.user
+    if action in ("add_to_album", "remove_from_album"):
+        album_id = form.cleaned_data.get("album")
+        album = Album.objects.filter(pk=album_id).first() if album_id else None
+        if album is None or not album.can_edit(user):
+            messages.error(request, "Choose one of your albums.")
+            return redirect(_safe_next(request, fallback))
+        if action == "add_to_album":
+            # Only images the user may see can go into their album.
+            visible = Image.objects.visible_to(user).filter(pk__in=ids).values_list("pk", flat=True)
+            count = services.album_add_images(album=album, images=list(visible))
+            messages.success(request, f"Added {count} image(s) to “{album.name}”.")
+        else:
+            count = services.album_remove_images(album=album, ids=ids)
+            messages.success(request, f"Removed {count} image(s) from “{album.name}”.")
+        return redirect(_safe_next(request, fallback))
+    operations = {
+        "make_public": (lambda: services.images_set_public(user=user, ids=ids, public=True), "made public"),
+        "make_private": (lambda: services.images_set_public(user=user, ids=ids, public=False), "made private"),
+        "mark_nsfw": (lambda: services.images_set_nsfw(user=user, ids=ids, nsfw=True), "marked NSFW"),
+        "mark_sfw": (lambda: services.images_set_nsfw(user=user, ids=ids, nsfw=False), "marked not NSFW"),
+        "trash": (lambda: services.images_trash(user=user, ids=ids), "moved to the trash"),
+        "restore": (lambda: services.images_restore(user=user, ids=ids), "restored"),
+    }
+    run, verb = operations[action]
+    count = run()
+    messages.success(request, f"{count} image(s) {verb}.")
+    return redirect(_safe_next(request, fallback))
+
+
+@login_required
+@require_POST
+def preferences(request: HttpRequest) -> HttpResponse:
+    form = NsfwPreferenceForm(request.POST)
+    if form.is_valid():
+        GalleryPreference.objects.update_or_create(user=request.user,
+                                                   defaults={"nsfw_mode": form.cleaned_data["nsfw_mode"]})
+    return redirect(_safe_next(request, reverse("gallery:index")))
+
+
+# Albums
+
+@require_GET
+def albums(request: HttpRequest) -> HttpResponse:
+    qs = Album.objects.visible_to(request.user).with_counts().select_related("owner", "cover")
+    mine = qs.filter(owner=request.user) if request.user.is_authenticated else qs.none()
+    others = qs.exclude(owner=request.user) if request.user.is_authenticated else qs
+    return render(request, "gallery/album_list.html", {"mine": mine, "others": others[:100], "form": AlbumForm()})
+
+
+@login_required
+def album_create(request: HttpRequest) -> HttpResponse:
+    form = AlbumForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            album = services.album_create(owner=request.user, **form.cleaned_data)
+        except services.AlbumNameTaken as exc:
+            form.add_error("name", str(exc))
+        else:
+            messages.success(request, f"Album “{album.name}” created.")
+            return redirect(album)
+    return render(request, "gallery/album_form.html", {"form": form, "album": None},
+                  status=400 if request.method == "POST" else 200)
+
+
+@require_GET
+def album_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    album = _get_album_for_user(request, pk)
+    return _grid(request, title=album.name, album=album, template="gallery/album_detail.html",
+                 extra={"can_edit": album.can_edit(request.user), "cover": album.cover_image()})
+
+
+@login_required
+def album_edit(request: HttpRequest, pk: int) -> HttpResponse:
+    album = _get_album_for_user(request, pk, edit=True)
+    form = AlbumForm(request.POST or None, instance=album)
+    if request.method == "POST" and form.is_valid():
+        try:
+            services.album_update(album=album, **form.cleaned_data)
+        except services.AlbumNameTaken as exc:
+            form.add_error("name", str(exc))
+        else:
+            messages.success(request, "Album saved.")
+            return redirect(album)
+    return render(request, "gallery/album_form.html", {"form": form, "album": album},
+                  status=400 if request.method == "POST" else 200)
+
+
+@login_required
+@require_POST
+def album_delete(request: HttpRequest, pk: int) -> HttpResponse:
+    album = _get_album_for_user(request, pk, edit=True)
+    name = album.name
+    services.album_delete(album=album)
+    messages.success(request, f"Album “{name}” deleted; its images are still in your gallery.")
+    return redirect("gallery:albums")
+
+
+@login_required
+@require_POST
+def album_reorder(request: HttpRequest, pk: int) -> HttpResponse:
+    album = _get_album_for_user(request, pk, edit=True)
+    form = ReorderForm(request.POST)
+    if not form.is_valid():
+        return JsonResponse({"ok": False, "error": "Image ids must be numbers."}, status=400)
+    services.album_reorder(album=album, ordered_ids=form.cleaned_data["ids"])
+    if request.htmx or request.headers.get("Accept") == "application/json":
+        return JsonResponse({"ok": True})
+    return redirect(album)
+
+
+@login_required
+@require_POST
+def album_move(request: HttpRequest, pk: int, image_pk: int, direction: str) -> HttpResponse:
+    """Move one image a place up or down (the no-JavaScript way to reorder)."""
+    album = _get_album_for_user(request, pk, edit=True)
+    order = list(album.entries.order_by("position", "pk").values_list("image_id", flat=True))
+    if image_pk in order:
+        i = order.index(image_pk)
+        j = i - 1 if direction == "up" else i + 1
+        if 0 <= j < len(order):
+            order[i], order[j] = order[j], order[i]
+            services.album_reorder(album=album, ordered_ids=order)
+    return redirect(album)
+
+
+@login_required
+@require_POST
+def album_cover(request: HttpRequest, pk: int) -> HttpResponse:
+    album = _get_album_for_user(request, pk, edit=True)
+    image_id = request.POST.get("image", "")
+    image = Image.objects.filter(pk=int(image_id)).first() if image_id.isdigit() else None
+    try:
+        services.album_set_cover(album=album, image=image)
+    except ValueError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, "Cover chosen.")
+    return redirect(_safe_next(request, album.get_absolute_url()))
+
+
+# Duplicates review
+
+@login_required
+@require_GET
+def duplicates(request: HttpRequest) -> HttpResponse:
+    groups = selectors.duplicate_groups(owner=request.user)
+    return render(request, "gallery/duplicates.html", {
+        "groups": groups, "nsfw_mode": GalleryPreference.nsfw_mode_for(request.user),
+        "distance": settings.GALLERY_NEAR_DUPLICATE_DISTANCE,
+    })
+
+
+@login_required
+@require_POST
+def duplicates_resolve(request: HttpRequest) -> HttpResponse:
+    """Keep one image of a group and move the others to the trash."""
+    try:
+        keep = int(request.POST["keep"])
+        group = [int(i) for i in request.POST.getlist("group")]
+    except (KeyError, ValueError):
+        messages.error(request, "Choose the image to keep.")
+        return redirect("gallery:duplicates")
+    if keep not in group:
+        messages.error(request, "The image to keep must be one of the group.")
+        return redirect("gallery:duplicates")
+    count = services.images_trash(user=request.user, ids=[i for i in group if i != keep])
+    messages.success(request, f"Kept one image and moved {count} to the trash.")
+    return redirect("gallery:duplicates")
+
+
