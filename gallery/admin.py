@@ -10,13 +10,15 @@ class ImageAdmin(admin.ModelAdmin):
     list_display = ("thumb", "__str__", "owner", "source", "format", "dimensions", "is_public", "is_nsfw",
                     "created_at", "trashed_at")
     list_display_links = ("thumb", "__str__")
-    list_filter = ("source", "is_public", "is_nsfw", "format", "derivatives", ("trashed_at", admin.EmptyFieldListFilter))
+    list_filter = ("source", "is_public", "is_nsfw", "format", "derivatives",
+                   ("trashed_at", admin.EmptyFieldListFilter))
     search_fields = ("title", "description", "original_filename", "sha256", "owner__username", "source_url")
     list_select_related = ("owner",)
     readonly_fields = ("thumb_large", "file", "sha256", "phash", "width", "height", "format", "mime", "bytes",
                        "source", "source_url", "source_page_url", "source_detail", "thumbnail", "preview",
                        "derivatives", "created_at", "updated_at")
-    fields = ("thumb_large", "owner", "title", "description", "is_public", "is_nsfw", "trashed_at", *readonly_fields[1:])
+    fields = ("thumb_large", "owner", "title", "description", "is_public", "is_nsfw", "trashed_at",
+              *readonly_fields[1:])
     raw_id_fields = ("owner",)
     date_hierarchy = "created_at"
     actions = ["make_public", "make_private", "mark_nsfw", "mark_sfw", "trash", "restore"]

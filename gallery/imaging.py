@@ -35,7 +35,9 @@ _FOREIGN_EXTENSIONS = {
     ".ico", ".psd", ".php", ".zip",
 }
 # Markup inside image bytes means a polyglot that a browser might render as a page.
-_MARKUP = re.compile(rb"<(?:script|html|body|svg|iframe|object|embed|img|meta)[\s>/]|<!doctype\s+html|javascript:", re.I)
+_MARKUP = re.compile(
+    rb"<(?:script|html|body|svg|iframe|object|embed|img|meta)[\s>/]|<!doctype\s+html|javascript:", re.I
+)
 _MARKUP_HEAD = re.compile(rb"^\s*(?:<\?xml|<!--|<[a-z!])", re.I)
 MAX_FRAMES_CHECKED = 500
 

@@ -219,10 +219,16 @@ class AlbumImage(models.Model):
         ordering = ["position", "pk"]
         constraints = [models.UniqueConstraint(fields=["album", "image"], name="gallery_albumimage_unique")]
 
+    def __str__(self) -> str:
+        return f"{self.album_id}:{self.image_id}@{self.position}"
+
 
 class GalleryPreference(models.Model):
     user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="gallery_preference")
     nsfw_mode = models.CharField(max_length=8, choices=NsfwMode.choices, default=NsfwMode.BLUR)
+
+    def __str__(self) -> str:
+        return f"{self.user_id}: {self.nsfw_mode}"
 
     @classmethod
     def nsfw_mode_for(cls, user) -> str:

@@ -293,7 +293,8 @@ def album_update(*, album: Album, name: str, description: str, is_public: bool, 
     name = name.strip()
     if Album.objects.filter(owner=album.owner, name=name).exclude(pk=album.pk).exists():
         raise AlbumNameTaken(f"You already have an album named “{name}”.")
-    if name != album.name:
+    stored_name = Album.objects.filter(pk=album.pk).values_list("name", flat=True).first()
+    if name != stored_name:
         album.slug = _unique_slug(album.owner, name, exclude_pk=album.pk)
     album.name, album.description = name, description
     album.is_public, album.is_training_source = is_public, is_training_source

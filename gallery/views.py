@@ -16,7 +16,7 @@ from django.views.decorators.http import require_GET, require_POST
 from . import hooks, selectors, services
 from .forms import AlbumForm, BulkActionForm, GridFilterForm, ImageEditForm, NsfwPreferenceForm, ReorderForm
 from .imaging import ImageRejected
-from .models import Album, GalleryPreference, Image, ImageSource, NsfwMode
+from .models import Album, GalleryPreference, Image, ImageSource
 
 
 def _get_image_for_user(request: HttpRequest, pk: int, *, edit: bool = False) -> Image:

@@ -47,8 +47,8 @@ def ingest(db):
     from gallery.services import image_ingest
 
     def run(owner, data=None, *, seed=1, fmt="JPEG", **kwargs):
+        default_name = "" if data is not None else f"img{seed}.{fmt.lower()}"
         data = data if data is not None else image_bytes(fmt, seed=seed)
-        return image_ingest(owner=owner, data=data, filename=kwargs.pop("filename", f"img{seed}.{fmt.lower()}"),
-                            **kwargs).image
+        return image_ingest(owner=owner, data=data, filename=kwargs.pop("filename", default_name), **kwargs).image
 
     return run

@@ -114,6 +114,8 @@ DATABASE_URL = env_str("DATABASE_URL")
 if DATABASE_URL:
     DATABASES = {"default": parse_database_url(DATABASE_URL)}
 else:
+    # SQLite cannot create its folder; a fresh checkout has no var/ yet.
+    DATA_DIR.mkdir(parents=True, exist_ok=True)
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
