@@ -10,6 +10,7 @@ admin.site.site_title = "Imagineer admin"
 urlpatterns = [
     path("", views.home, name="home"),
     path("healthz", views.healthz, name="healthz"),
+    path("livez", views.livez, name="livez"),
     path("accounts/", include("allauth.urls")),
     path("settings/", views.account_settings, name="account_settings"),
     path("settings/tokens/", views.token_create, name="token_create"),

@@ -24,6 +24,12 @@ def healthz(request: HttpRequest) -> JsonResponse:
     return JsonResponse(report, status=200 if healthy else 503)
 
 
+@require_GET
+def livez(request: HttpRequest) -> HttpResponse:
+    """Liveness only: the process answers. No database or Redis (see /healthz for those)."""
+    return HttpResponse("ok", content_type="text/plain")
+
+
 @login_required
 def account_settings(request: HttpRequest) -> HttpResponse:
     tokens = ApiToken.objects.filter(user=request.user)
