@@ -1,8 +1,20 @@
+from importlib import import_module
+
 from django.contrib import admin
 from django.urls import include, path
 
 from . import views
 from .api import api
+
+# Each app may contribute a ninja Router in <app>/api.py; its paths sit directly under /api/.
+for _app in ("gallery", "labeling", "scraping", "training"):
+    try:
+        _module = import_module(f"{_app}.api")
+    except ModuleNotFoundError as exc:
+        if exc.name != f"{_app}.api":
+            raise
+        continue
+    api.add_router("/", _module.router)
 
 admin.site.site_header = "Imagineer administration"
 admin.site.site_title = "Imagineer admin"

@@ -1,0 +1,160 @@
+"""Gallery JSON API: images and albums. Same access rules as the pages."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from django.http import Http404
+from django.shortcuts import get_object_or_404
+from ninja import File, Form, Router, Schema, Status, UploadedFile
+from ninja.errors import HttpError
+from ninja.pagination import LimitOffsetPagination, paginate
+
+from . import services
+from .imaging import ImageRejected
+from .models import Album, Image, ImageSource
+
+router = Router(tags=["gallery"])
+
+
+class ImageOut(Schema):
+    id: int
+    owner: str
+    title: str
+    description: str
+    width: int
+    height: int
+    format: str
+    bytes: int
+    sha256: str
+    source: str
+    source_url: str
+    source_page_url: str
+    is_public: bool
+    is_nsfw: bool
+    created_at: datetime
+    url: str
+    thumbnail_url: str
+    download_url: str
+
+    @staticmethod
+    def resolve_owner(obj: Image) -> str:
+        return obj.owner.get_username()
+
+    @staticmethod
+    def resolve_url(obj: Image) -> str:
+        return obj.get_absolute_url()
+
+    @staticmethod
+    def resolve_thumbnail_url(obj: Image) -> str:
+        return obj.thumbnail_url()
+
+    @staticmethod
+    def resolve_download_url(obj: Image) -> str:
+        return obj.download_url()
+
+
+class UploadOut(Schema):
+    image: ImageOut
+    duplicate: bool
+
+
+class AlbumOut(Schema):
+    id: int
+    name: str
+    slug: str
+    description: str
+    owner: str
+    is_public: bool
+    is_training_source: bool
+    image_count: int = 0
+
+    @staticmethod
+    def resolve_owner(obj: Album) -> str:
+        return obj.owner.get_username()
+
+
+class AlbumIn(Schema):
+    name: str
+    description: str = ""
+    is_public: bool = False
+    is_training_source: bool = False
+
+
+class ImageIds(Schema):
+    image_ids: list[int]
+
+
+def _image(request, pk: int) -> Image:
+    image = get_object_or_404(Image.objects.select_related("owner"), pk=pk)
+    if not image.is_visible_to(request.user):
+        raise Http404
+    return image
+
+
+def _album(request, pk: int, *, edit: bool = False) -> Album:
+    album = get_object_or_404(Album.objects.select_related("owner"), pk=pk)
+    if not (album.can_edit(request.user) if edit else album.is_visible_to(request.user)):
+        raise Http404
+    return album
+
+
+@router.get("/images", response=list[ImageOut], summary="Images you can see, newest first")
+@paginate(LimitOffsetPagination)
+def list_images(request, mine: bool = False, album: int | None = None, source: str = "", q: str = ""):
+    qs = Image.objects.visible_to(request.user).select_related("owner").order_by("-pk")
+    if mine:
+        qs = qs.filter(owner=request.user)
+    if album:
+        qs = qs.filter(album_entries__album=_album(request, album))
+    if source:
+        qs = qs.filter(source=source)
+    if q:
+        qs = qs.search(q)
+    return qs
+
+
+@router.get("/images/{image_id}", response=ImageOut)
+def get_image(request, image_id: int):
+    return _image(request, image_id)
+
+
+@router.post("/images", response={201: UploadOut, 200: UploadOut}, summary="Upload one image")
+def upload_image(request, file: File[UploadedFile], title: Form[str] = "", album: Form[int | None] = None):
+    from django.conf import settings
+
+    if file.size > settings.GALLERY_MAX_UPLOAD_BYTES:
+        raise HttpError(413, f"The file is larger than the limit of {settings.GALLERY_MAX_UPLOAD_BYTES} bytes.")
+    target = _album(request, album, edit=True) if album else None
+    try:
+        result = services.image_ingest(owner=request.user, data=file.read(), filename=file.name or "",
+                                       source=ImageSource.UPLOAD, title=title, album=target)
+    except services.StorageFailed as exc:
+        raise HttpError(507, str(exc))
+    except ImageRejected as exc:
+        raise HttpError(400, str(exc))
+    return Status(201 if result.created else 200, {"image": result.image, "duplicate": result.duplicate})
+
+
+@router.get("/albums", response=list[AlbumOut])
+@paginate(LimitOffsetPagination)
+def list_albums(request, mine: bool = False):
+    qs = Album.objects.visible_to(request.user).with_counts().select_related("owner").order_by("name")
+    return qs.filter(owner=request.user) if mine else qs
+
+
+@router.post("/albums", response={201: AlbumOut})
+def create_album(request, payload: AlbumIn):
+    try:
+        album = services.album_create(owner=request.user, **payload.dict())
+    except services.AlbumNameTaken as exc:
+        raise HttpError(409, str(exc))
+    return Status(201, album)
+
+
+@router.post("/albums/{album_id}/images", response=AlbumOut, summary="Add images you can see to your album")
+def add_album_images(request, album_id: int, payload: ImageIds):
+    album = _album(request, album_id, edit=True)
+    visible = Image.objects.visible_to(request.user).filter(pk__in=payload.image_ids).values_list("pk", flat=True)
+    services.album_add_images(album=album, images=list(visible))
+    return Album.objects.with_counts().select_related("owner").get(pk=album.pk)
