@@ -96,3 +96,29 @@ def run_worker(redis_conn, transactional_db):
         worker.work(burst=True, max_jobs=max_jobs, with_scheduler=False)
 
     return run
+
+
+@pytest.fixture
+def media_root(settings, tmp_path):
+    """Store media files in this test's own folder."""
+    root = tmp_path / "media"
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "default": {"BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": root}},
+    }
+    settings.MEDIA_ROOT = root
+    return root
+
+
+@pytest.fixture
+def ingest(db, media_root):
+    """Ingest a generated picture (or given bytes) for an owner; returns the Image row."""
+    from gallery.services import image_ingest
+    from imagineer.testing import image_bytes
+
+    def run(owner, data=None, *, seed=1, fmt="JPEG", **kwargs):
+        default_name = "" if data is not None else f"img{seed}.{fmt.lower()}"
+        data = data if data is not None else image_bytes(fmt, seed=seed)
+        return image_ingest(owner=owner, data=data, filename=kwargs.pop("filename", default_name), **kwargs).image
+
+    return run

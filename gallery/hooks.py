@@ -20,3 +20,6 @@ detail_panels: list[tuple[str, Callable[[Any, Any], dict]]] = []
 def set_tag_filter(func: Callable[[str], Any]) -> None:
     global tag_filter
     tag_filter = func
+
+# (button label, URL name) pairs shown in the bulk-selection toolbar; the form posts `ids` to that URL.
+bulk_actions: list[tuple[str, str]] = []

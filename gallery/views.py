@@ -76,6 +76,7 @@ def _grid(request: HttpRequest, *, title: str, owner=None, trashed: bool = False
         "title": title, "images": images, "next_cursor": next_cursor, "filter_form": form,
         "nsfw_mode": nsfw_mode, "base_query": query.urlencode(), "trashed": trashed, "album": album,
         "my_albums": Album.objects.filter(owner=request.user).order_by("name") if request.user.is_authenticated else [],
+        "bulk_actions": hooks.bulk_actions,
         "sources": ImageSource.choices, "nsfw_form": NsfwPreferenceForm(initial={"nsfw_mode": nsfw_mode}),
         "selectable": request.user.is_authenticated and (owner is not None or trashed or
                                                          (album is not None and album.can_edit(request.user))),

@@ -1,1 +1,103 @@
-from django.db import models  # noqa: F401
+"""Labels (captions, tags, categories, NSFW verdicts) and the jobs that make them."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.urls import reverse
+from django.utils import timezone
+
+from imagineer.models import Job
+
+
+class LabelKind(models.TextChoices):
+    CAPTION = "caption", "Caption"
+    TAG = "tag", "Tag"
+    CATEGORY = "category", "Category"
+    NSFW = "nsfw", "NSFW"
+
+
+class LabelSource(models.TextChoices):
+    CLAUDE = "claude", "Claude"
+    LOCAL = "local", "Local labeler"
+    MANUAL = "manual", "Manual"
+    SCRAPER = "scraper", "Scraper"
+
+
+MACHINE_SOURCES = (LabelSource.CLAUDE, LabelSource.LOCAL, LabelSource.SCRAPER)
+
+
+class ReviewState(models.TextChoices):
+    PENDING = "pending", "Pending review"
+    APPROVED = "approved", "Approved"
+    REJECTED = "rejected", "Rejected"
+
+
+class LabelQuerySet(models.QuerySet):
+    def usable(self):
+        """Labels that count: everything but rejected machine labels."""
+        return self.exclude(review_state=ReviewState.REJECTED)
+
+    def pending(self):
+        return self.filter(review_state=ReviewState.PENDING)
+
+    def for_user_images(self, user):
+        qs = self.filter(image__trashed_at__isnull=True)
+        return qs if user.is_staff else qs.filter(image__owner=user)
+
+
+class Label(models.Model):
+    image = models.ForeignKey("gallery.Image", on_delete=models.CASCADE, related_name="labels")
+    kind = models.CharField(max_length=10, choices=LabelKind.choices, db_index=True)
+    value = models.TextField(help_text="Caption text, tag, category, or 'nsfw'/'safe' for an NSFW verdict.")
+    source = models.CharField(max_length=10, choices=LabelSource.choices, db_index=True)
+    confidence = models.FloatField(null=True, blank=True, help_text="0..1 where the source gave one.")
+    model = models.CharField(max_length=100, blank=True, help_text="Model that made it (machine labels).")
+    model_version = models.CharField(max_length=100, blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+", help_text="The person who added it, or who started the job.")
+    job = models.ForeignKey("LabelingJob", null=True, blank=True, on_delete=models.SET_NULL, related_name="labels")
+    created_at = models.DateTimeField(default=timezone.now)
+    review_state = models.CharField(max_length=10, choices=ReviewState.choices, default=ReviewState.PENDING,
+                                    db_index=True, help_text="Machine labels wait for review; manual ones are approved.")
+    reviewed_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                    related_name="+")
+    reviewed_at = models.DateTimeField(null=True, blank=True)
+
+    objects = LabelQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["kind", "value"]
+        indexes = [
+            models.Index(fields=["image", "kind"], name="labeling_label_image_kind"),
+            models.Index(fields=["kind", "value"], name="labeling_label_kind_value"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()}: {self.value[:60]} ({self.source})"
+
+    @property
+    def is_machine(self) -> bool:
+        return self.source in MACHINE_SOURCES
+
+
+class LabelingJob(Job):
+    queue_name = "label"
+    job_function = "labeling.jobs.run_labeling_job"
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="labeling_jobs")
+    backend = models.CharField(max_length=20, help_text="local, claude-docker or anthropic.")
+    album = models.ForeignKey("gallery.Album", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    image_ids = models.JSONField(default=list, blank=True, help_text="The selection, when not a whole album.")
+    force = models.BooleanField(default=False, help_text="Label again images this backend already labelled.")
+    image_errors = models.JSONField(default=list, blank=True, help_text="Per-image failures: id and reason.")
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        target = f"album {self.album}" if self.album_id else f"{len(self.image_ids)} image(s)"
+        return f"Labeling {target} with {self.backend}"
+
+    def get_absolute_url(self) -> str:
+        return reverse("labeling:job_detail", args=[self.pk])

@@ -315,7 +315,7 @@ GALLERY_THUMB_SIZE = 300
 GALLERY_PREVIEW_SIZE = 1280
 GALLERY_PAGE_SIZE = env_int("IMAGINEER_GALLERY_PAGE_SIZE", 60, minimum=1, maximum=500)
 
-# Scraping. Private, loopback and link-local addresses are refused unless this is on (tests only).
+# Scraping. Non-public addresses are always refused; this setting (tests only) lets loopback through.
 SCRAPE_ALLOW_PRIVATE = env_bool("IMAGINEER_SCRAPE_ALLOW_PRIVATE", False)
 SCRAPE_MAX_RESPONSE_BYTES = env_int("IMAGINEER_SCRAPE_MAX_RESPONSE_BYTES", 50 * 1024 * 1024, minimum=1024)
 SCRAPE_USER_AGENT = env_str("IMAGINEER_SCRAPE_USER_AGENT", "ImagineerBot/0.1 (+self-hosted dataset builder)")
@@ -340,4 +340,5 @@ TRAIN_FAILED_RETENTION_DAYS = env_int("IMAGINEER_FAILED_RUN_RETENTION_DAYS", 7, 
 GENERATE_MAX_SIDE = env_int("IMAGINEER_GENERATE_MAX_SIDE", 2048, minimum=64)
 GENERATE_MAX_STEPS = env_int("IMAGINEER_GENERATE_MAX_STEPS", 150, minimum=1)
 GENERATE_MAX_COUNT = env_int("IMAGINEER_GENERATE_MAX_COUNT", 8, minimum=1)
+ML_PIPELINE_CACHE_SIZE = env_int("IMAGINEER_PIPELINE_CACHE_SIZE", 1, minimum=1, maximum=8)
 GENERATE_MAX_QUEUED_PER_USER = env_int("IMAGINEER_GENERATE_MAX_QUEUED", 20, minimum=1)

@@ -1,0 +1,214 @@
+"""AUTOMATIC1111's "parameters" text: writing it, reading it back, and carrying it in a PNG.
+
+Civitai, A1111, Forge and ComfyUI import prompts and settings from this text, so a generated image that
+carries it can be reproduced elsewhere. Only Pillow and the standard library are used: the web process
+reads parameters from uploaded PNGs without loading torch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import re
+import struct
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+# A field is "Name: value," where value may be JSON-quoted when it holds a comma, colon or newline.
+# Keys are bounded in length so a long hostile line cannot make the scan quadratic.
+_FIELD = re.compile(r'\s*(\w[\w \-/]{0,63}):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
+_LORA_TAG = re.compile(r"<lora:([^:>]+)(?::([^:>]*))?(?::[^>]*)?>")
+_NEGATIVE = "Negative prompt:"
+
+
+def a1111_parameters(
+    prompt: str,
+    negative_prompt: str | None,
+    steps: int,
+    sampler: str,
+    cfg_scale: float,
+    seed: int,
+    width: int,
+    height: int,
+    model_name: str = "",
+    model_hash: str = "",
+    loras: Sequence[tuple[str, float]] = (),
+    *,
+    lora_hashes: Mapping[str, str] | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> str:
+    """The text A1111 stores in a PNG's "parameters" chunk; LoRAs go into the prompt as <lora:name:weight>.
+
+    `sampler` may be one of our scheduler names (e.g. "dpmpp_2m_karras") or an A1111 label.
+    """
+    from .generate import SCHEDULERS  # the table has no heavy imports; the import is deferred for the cycle
+
+    label = SCHEDULERS[sampler].a1111 if sampler in SCHEDULERS else sampler
+    tags = [f"<lora:{name}:{_number(weight)}>" for name, weight in loras if f"<lora:{name}:" not in prompt]
+    lines = [" ".join([prompt.strip(), *tags]).strip()]
+    negative_prompt = (negative_prompt or "").strip()
+    if negative_prompt:
+        lines.append(f"{_NEGATIVE} {negative_prompt}")
+    fields: dict[str, Any] = {
+        "Steps": steps,
+        "Sampler": label,
+        "CFG scale": _number(cfg_scale),
+        "Seed": seed,
+        "Size": f"{width}x{height}",
+        "Model hash": model_hash,
+        "Model": model_name,
+    }
+    if lora_hashes:
+        fields["Lora hashes"] = ", ".join(f"{name}: {digest}" for name, digest in lora_hashes.items())
+    fields.update(extra or {})
+    fields["Version"] = "Imagineer"
+    lines.append(", ".join(f"{key}: {_quote(str(value))}" for key, value in fields.items() if value != ""))
+    return "\n".join(lines)
+
+
+def _number(value: float) -> str:
+    return f"{float(value):g}"
+
+
+def _quote(text: str) -> str:
+    if "," not in text and "\n" not in text and ":" not in text:
+        return text
+    return json.dumps(text, ensure_ascii=False)
+
+
+def _unquote(text: str) -> str:
+    if len(text) >= 2 and text[0] == '"' and text[-1] == '"':
+        try:
+            return str(json.loads(text))
+        except ValueError:
+            return text
+    return text
+
+
+def parse_a1111_parameters(text: str) -> dict[str, Any]:
+    """Read A1111 parameters text into a dict.
+
+    Keys: prompt (LoRA tags removed), raw_prompt, negative_prompt, loras [(name, weight)], fields (every
+    "Name: value" as text), and where present steps, sampler, scheduler (our name), cfg_scale, seed,
+    width, height, model, model_hash, lora_hashes {name: hash}.
+    """
+    *lines, last = text.strip().split("\n")
+    if len(_FIELD.findall(last)) < 3:  # no settings line: the whole text is prompt (and negative prompt)
+        lines.append(last)
+        last = ""
+    prompt_lines: list[str] = []
+    negative_lines: list[str] = []
+    in_negative = False
+    for line in lines:
+        if not in_negative and line.strip().startswith(_NEGATIVE):
+            in_negative = True
+            line = line.strip()[len(_NEGATIVE) :]
+        (negative_lines if in_negative else prompt_lines).append(line)
+    raw_prompt = "\n".join(prompt_lines).strip()
+    fields = {key.strip(): _unquote(value.strip()) for key, value in _FIELD.findall(last)}
+    result: dict[str, Any] = {
+        "raw_prompt": raw_prompt,
+        "prompt": re.sub(r"\s{2,}", " ", _LORA_TAG.sub("", raw_prompt)).strip(),
+        "negative_prompt": "\n".join(negative_lines).strip(),
+        "loras": [(m.group(1), _float(m.group(2), 1.0)) for m in _LORA_TAG.finditer(raw_prompt)],
+        "fields": fields,
+    }
+    result.update(_typed_fields(fields))
+    return result
+
+
+def _typed_fields(fields: Mapping[str, str]) -> dict[str, Any]:
+    """Typed values for the well-known fields; malformed ones (the text may come from any PNG) are skipped."""
+    from .generate import scheduler_for_a1111
+
+    typed: dict[str, Any] = {}
+    for key, name, convert in (("Steps", "steps", int), ("CFG scale", "cfg_scale", float), ("Seed", "seed", int)):
+        value = _convert(convert, fields.get(key))
+        if value is not None:
+            typed[name] = value
+    if "Sampler" in fields:
+        sampler = fields["Sampler"]
+        if fields.get("Schedule type", "Automatic") not in ("Automatic", ""):
+            sampler = f"{sampler} {fields['Schedule type']}"  # A1111 1.9+ writes the schedule separately
+        typed["sampler"] = sampler
+        typed["scheduler"] = scheduler_for_a1111(sampler)
+    if re.fullmatch(r"\d{1,6}x\d{1,6}", fields.get("Size", "")):
+        typed["width"], typed["height"] = (int(n) for n in fields["Size"].split("x"))
+    if "Model" in fields:
+        typed["model"] = fields["Model"]
+    if "Model hash" in fields:
+        typed["model_hash"] = fields["Model hash"]
+    if "Lora hashes" in fields:
+        pairs = (item.rsplit(":", 1) for item in fields["Lora hashes"].split(",") if ":" in item)
+        typed["lora_hashes"] = {name.strip(): digest.strip() for name, digest in pairs}
+    return typed
+
+
+def _convert(convert: Any, text: str | None) -> Any:
+    if text is None:
+        return None
+    try:
+        return convert(text)
+    except ValueError:
+        return None
+
+
+def _float(text: str | None, default: float) -> float:
+    try:
+        return float(text) if text not in (None, "") else default
+    except ValueError:
+        return default
+
+
+# --- PNG ----------------------------------------------------------------------------------------------
+
+
+def png_bytes_with_parameters(image: Any, parameters: str) -> bytes:
+    """Encode a PIL image as PNG with the text in a tEXt/iTXt chunk named "parameters", as A1111 does."""
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    info.add_text("parameters", parameters)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", pnginfo=info)
+    return buffer.getvalue()
+
+
+def read_png_parameters(data: bytes) -> str | None:
+    """The "parameters" text of a PNG, or None when it has none."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data), formats=["PNG"]) as img:
+        img.load()
+        value = getattr(img, "text", {}).get("parameters")
+    return str(value) if value is not None else None
+
+
+# --- hashes A1111 shows -------------------------------------------------------------------------------
+
+
+def model_hash(path: Path) -> str:
+    """A1111's "Model hash": the first 10 hex digits of the file's sha256."""
+    return _sha256(Path(path), skip=0)[:10]
+
+
+def lora_hash(path: Path) -> str:
+    """A1111's LoRA hash ("addnet" hash): sha256 of a .safetensors file's tensor data, first 12 digits.
+
+    The JSON header is skipped, so editing metadata does not change the hash.
+    """
+    path = Path(path)
+    with path.open("rb") as handle:
+        (header_len,) = struct.unpack("<Q", handle.read(8))
+    return _sha256(path, skip=8 + header_len)[:12]
+
+
+def _sha256(path: Path, *, skip: int) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        handle.seek(skip)
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

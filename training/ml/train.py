@@ -1,0 +1,219 @@
+"""LoRA training for SD1.5 and SDXL UNets, after diffusers' train_text_to_image_lora.py.
+
+Only the UNet's attention projections get LoRA layers; the VAE and text encoders stay frozen. The run is
+driven by an accelerate Accelerator, so it works on a CPU, a GPU, or several GPUs under `accelerate launch`.
+A run can be cancelled and resumed: calling train_lora again with the same output_dir continues from the
+latest checkpoint exactly as if it had never stopped.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from . import checkpoints as ckpt
+from .data import BatchPlan, dataset_fingerprint, read_examples
+from .errors import NonFiniteLoss, TrainingCancelled
+from .train_config import LR_SCHEDULERS, MixedPrecision, TrainCallbacks, TrainConfig, TrainResult
+from .trainer import DIFFUSERS_WEIGHTS, LoadedRun, Trainer
+
+__all__ = [
+    "LR_SCHEDULERS",
+    "MixedPrecision",
+    "NonFiniteLoss",
+    "TrainCallbacks",
+    "TrainConfig",
+    "TrainResult",
+    "TrainingCancelled",
+    "train_lora",
+]
+
+LORA_TARGETS = ["to_k", "to_q", "to_v", "to_out.0"]
+# Changing any of these between a checkpoint and its resume would silently train a different LoRA.
+RESUME_MUST_MATCH = ("rank", "alpha", "batch_size", "gradient_accumulation", "seed", "resolution", "buckets")
+
+
+def train_lora(
+    *,
+    base_model: str,
+    kind: Literal["sd15", "sdxl"],
+    dataset: Sequence[tuple[Path, str]],
+    output_dir: Path,
+    config: TrainConfig,
+    callbacks: TrainCallbacks | None = None,
+    name: str = "lora",
+    source_type: Literal["folder", "single_file", "hub"] | None = None,
+    device: str | None = None,
+) -> TrainResult:
+    """Train (or resume training) a LoRA; write the diffusers and kohya files into output_dir.
+
+    Raises TrainingCancelled (after saving a checkpoint) when callbacks.should_stop() turns true,
+    NonFiniteLoss when the loss turns NaN/inf, ValueError for bad settings, ModelNotFound/WrongModelKind
+    for a bad base model. Calling it again with the same output_dir resumes from the latest checkpoint.
+    `device` (auto|cpu|cuda|mps) overrides settings.ML_DEVICE for this run.
+    """
+    config.validate()
+    callbacks = callbacks or TrainCallbacks()
+    _check_name(name)
+    dataset = [(Path(path), caption) for path, caption in dataset]
+    if not dataset:
+        raise ValueError("The dataset is empty: add at least one image.")
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    ckpt.remove_temporary(output_dir)
+    fingerprint = dataset_fingerprint(dataset)
+    resume = _resume_point(output_dir, config, kind, fingerprint, callbacks.on_log)
+    run = _setup(base_model, kind, source_type, device, config, callbacks.on_log)
+    try:
+        plan = BatchPlan(
+            read_examples(dataset, resolution=config.resolution, multiple=run.multiple, use_buckets=config.buckets),
+            batch_size=config.batch_size,
+            seed=config.seed,
+        )
+        state = {"base_model": base_model, "kind": kind, "dataset": fingerprint, "config": config.to_dict()}
+        trainer = Trainer(run, plan, config, callbacks, output_dir, state)
+        if resume is not None:
+            trainer.restore(resume)
+        trainer.train()
+        lora_path, kohya_path = trainer.save_outputs(name, base_model)
+        return TrainResult(
+            output_dir=output_dir,
+            lora_path=lora_path,
+            kohya_path=kohya_path,
+            final_step=trainer.step,
+            loss_history=list(trainer.history),
+            steps_per_second=trainer.steps_per_second,
+            resumed_from=trainer.resumed_from,
+            checkpoints=ckpt.list_checkpoints(output_dir),
+        )
+    finally:
+        _teardown(run)
+
+
+def _check_name(name: str) -> None:
+    if not re.fullmatch(r"[\w][\w.-]{0,99}", name) or name.endswith(".safetensors"):
+        raise ValueError(f"LoRA name {name!r} must be letters, digits, '_', '-' or '.', without an extension.")
+    if name == Path(DIFFUSERS_WEIGHTS).stem:
+        raise ValueError(f"LoRA name {name!r} is reserved for the diffusers-format file.")
+
+
+def _resume_point(
+    output_dir: Path, config: TrainConfig, kind: str, fingerprint: str, log: Callable[[str], None]
+) -> Path | None:
+    latest = ckpt.latest_checkpoint(output_dir)
+    if latest is None:
+        return None
+    state = ckpt.read_state(latest)
+    saved = state.get("config", {})
+    for key in RESUME_MUST_MATCH:
+        if saved.get(key) != getattr(config, key):
+            raise ValueError(
+                f"The checkpoint {latest} was trained with {key}={saved.get(key)!r} but this run asks for "
+                f"{key}={getattr(config, key)!r}; use a new output folder or delete its checkpoints."
+            )
+    if state.get("kind") != kind:
+        raise ValueError(f"The checkpoint {latest} is for a {state.get('kind')} model, not {kind}.")
+    if state.get("dataset") != fingerprint:
+        log("warning: the dataset changed since the checkpoint; the data order will differ from the first run")
+    log(f"resuming from {latest.name} (step {state['step']})")
+    return latest
+
+
+def _setup(
+    base_model: str,
+    kind: str,
+    source_type: str | None,
+    device_preference: str | None,
+    config: TrainConfig,
+    log: Callable[[str], None],
+) -> LoadedRun:
+    # The training stack is heavy and only a training job needs it.
+    import torch
+    from accelerate import Accelerator
+    from diffusers import DDPMScheduler
+    from diffusers.optimization import get_scheduler
+    from diffusers.training_utils import cast_training_params
+    from peft import LoraConfig
+
+    from .pipelines import load_pipeline, resolve_device
+
+    device = resolve_device(device_preference)
+    mixed = config.mixed_precision if device.startswith("cuda") else "no"
+    if mixed != config.mixed_precision:
+        log(f"mixed precision {config.mixed_precision} needs a CUDA GPU; training in full precision on {device}")
+    _reset_accelerate()
+    accelerator = Accelerator(
+        mixed_precision=mixed, gradient_accumulation_steps=config.gradient_accumulation, cpu=device == "cpu"
+    )
+    weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(mixed, torch.float32)
+    pipe = load_pipeline(
+        base_model, kind=kind, source_type=source_type, device=str(accelerator.device), dtype=weight_dtype
+    )
+    if getattr(pipe.vae.config, "force_upcast", False) and weight_dtype == torch.float16:
+        pipe.vae.to(torch.float32)  # the SDXL VAE overflows in fp16
+    for module in _frozen_modules(pipe):
+        module.requires_grad_(False)
+    unet = pipe.unet
+    lora_config = LoraConfig(
+        r=config.rank, lora_alpha=config.alpha, init_lora_weights="gaussian", target_modules=LORA_TARGETS
+    )
+    # The gaussian init draws from the global RNG; seeding it makes two runs with one seed start alike.
+    cuda_devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=cuda_devices):
+        torch.manual_seed(config.seed)
+        unet.add_adapter(lora_config)
+    if mixed != "no":
+        cast_training_params(unet, dtype=torch.float32)  # LoRA weights train in fp32, the frozen base stays half
+    if config.gradient_checkpointing:
+        unet.enable_gradient_checkpointing()
+    unet.train()
+    params = [p for p in unet.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
+    scheduler_name = config.lr_scheduler
+    if scheduler_name == "constant" and config.lr_warmup_steps:
+        scheduler_name = "constant_with_warmup"  # plain "constant" would silently ignore the warmup
+    lr_scheduler = get_scheduler(
+        scheduler_name,
+        optimizer=optimizer,
+        num_warmup_steps=config.lr_warmup_steps * accelerator.num_processes,
+        num_training_steps=config.steps * accelerator.num_processes,
+    )
+    unet_prepared, optimizer, lr_scheduler = accelerator.prepare(unet, optimizer, lr_scheduler)
+    down = 2 ** (len(unet.config.block_out_channels) - 1)
+    return LoadedRun(
+        accelerator=accelerator,
+        pipe=pipe,
+        unet=unet_prepared,
+        optimizer=optimizer,
+        lr_scheduler=lr_scheduler,
+        noise_scheduler=DDPMScheduler.from_config(pipe.scheduler.config),
+        params=params,
+        weight_dtype=weight_dtype,
+        kind=kind,
+        multiple=max(8, pipe.vae_scale_factor * down),
+    )
+
+
+def _frozen_modules(pipe: Any) -> list[Any]:
+    names = ("vae", "text_encoder", "text_encoder_2", "unet")
+    return [getattr(pipe, n) for n in names if getattr(pipe, n, None) is not None]
+
+
+def _reset_accelerate() -> None:
+    # accelerate keeps process-wide singletons; a warm worker runs many trainings with different mixed
+    # precision and accumulation settings, which the singletons would otherwise refuse. Private API.
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state()
+    GradientState._reset_state()
+
+
+def _teardown(run: LoadedRun) -> None:
+    from .pipelines import free_accelerator_memory
+
+    run.accelerator.free_memory()
+    run.pipe = run.unet = run.optimizer = None
+    _reset_accelerate()
+    free_accelerator_memory()

@@ -1,0 +1,118 @@
+"""Fixtures for the ML library tests: a tiny real SD model, a tiny dataset and one shared training run.
+
+Everything runs on the CPU with the real diffusers/peft code paths; the model is small enough that a
+training step or a 32 px generation takes a few hundredths of a second.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+RESOLUTION = 32
+COLOURS = [("red", (48, 32)), ("green", (32, 32)), ("blue", (32, 48)), ("yellow", (40, 40))]
+
+
+def _train_config(**overrides):
+    from training.ml.train import TrainConfig
+
+    # A high learning rate so a few steps visibly change the tiny model's images; alpha != rank so the
+    # scale conversions between formats are really exercised.
+    values = dict(
+        steps=6,
+        batch_size=2,
+        learning_rate=2e-2,
+        rank=4,
+        alpha=2.0,
+        resolution=RESOLUTION,
+        seed=7,
+        random_flip=True,
+        caption_dropout=0.25,
+        checkpoint_every=1,
+        keep_checkpoints=2,
+        sample_every=3,
+        sample_prompts=["a red square"],
+        sample_steps=2,
+    )
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+@pytest.fixture(scope="session")
+def train_config():
+    """Build a TrainConfig with the shared run's settings, overriding some."""
+    return _train_config
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    from training.ml.tiny import build_tiny_pipeline
+
+    return build_tiny_pipeline(tmp_path_factory.mktemp("models") / "tiny-sd15", seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory) -> list[tuple[Path, str]]:
+    from PIL import Image, ImageDraw
+
+    folder = tmp_path_factory.mktemp("dataset")
+    dataset = []
+    for colour, size in COLOURS:
+        image = Image.new("RGB", size, colour)
+        ImageDraw.Draw(image).ellipse((4, 4, size[0] - 4, size[1] - 4), fill="white")
+        path = folder / f"{colour}.png"
+        image.save(path)
+        dataset.append((path, f"a {colour} square with a white circle"))
+    return dataset
+
+
+class Recorder:
+    """Collects every callback a training run makes."""
+
+    def __init__(self, stop_after: int | None = None) -> None:
+        self.steps: list[tuple[int, int, float, float]] = []
+        self.checkpoints: list[tuple[int, Path]] = []
+        self.samples: list[tuple[int, list[Path]]] = []
+        self.logs: list[str] = []
+        self.stop_after = stop_after
+
+    def callbacks(self):
+        from training.ml.train import TrainCallbacks
+
+        return TrainCallbacks(
+            on_step=lambda *args: self.steps.append(args),
+            should_stop=lambda: (
+                self.stop_after is not None and bool(self.steps) and self.steps[-1][0] >= self.stop_after
+            ),
+            on_checkpoint=lambda step, path: self.checkpoints.append((step, path)),
+            on_sample=lambda step, paths: self.samples.append((step, paths)),
+            on_log=self.logs.append,
+        )
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory, tiny_model, tiny_dataset, train_config):
+    """One uninterrupted LoRA run shared by the training, kohya and generation tests."""
+    from training.ml.train import train_lora
+
+    recorder = Recorder()
+    result = train_lora(
+        base_model=str(tiny_model),
+        kind="sd15",
+        dataset=tiny_dataset,
+        output_dir=tmp_path_factory.mktemp("runs") / "uninterrupted",
+        config=train_config(),
+        callbacks=recorder.callbacks(),
+        name="tiny_style",
+        device="cpu",
+    )
+    return result, recorder
+
+
+@pytest.fixture(scope="session")
+def tiny_pipe(tiny_model):
+    """A loaded tiny pipeline; tests that use LoRAs call apply_loras first, including apply_loras(pipe, [])."""
+    from training.ml.pipelines import load_pipeline
+
+    return load_pipeline(str(tiny_model), kind="sd15", source_type="folder", device="cpu")
