@@ -15,7 +15,7 @@ import importlib
 import sys
 import time
 import traceback
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -59,7 +59,7 @@ def write_report(path: Path, results: list[Result], failures: list[str], *, quic
     lines = [
         "# Benchmark results",
         "",
-        f"Run {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}{' (quick mode: smoke run, not a measurement)' if quick else ''}.",
+        f"Run {datetime.now(UTC):%Y-%m-%d %H:%M UTC}{' (quick mode: smoke run, not a measurement)' if quick else ''}.",
         "",
         "Machine: " + ", ".join(f"{k} {v}" for k, v in info.items()),
         "",

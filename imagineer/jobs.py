@@ -283,6 +283,10 @@ def job_models() -> list[type[Job]]:
     return [m for m in apps.get_models() if issubclass(m, Job)]
 
 
+# Extra clean-up other apps add (labeling removes containers a killed worker left behind).
+reaper_hooks: list[Callable[[], int]] = []
+
+
 def reap_stale_jobs(*, now=None) -> dict[str, int]:
     """End rows whose worker died, stop jobs that ignore a cancel, fail rows Redis lost.
 
@@ -337,6 +341,11 @@ def reap_stale_jobs(*, now=None) -> dict[str, int]:
                     message="Failed.",
                     error="The queue lost this job (Redis restarted?). Start it again.",
                 )
+    for hook in reaper_hooks:
+        try:
+            hook()
+        except Exception:  # clean-up must never stop the reaper
+            logger.warning("reaper hook %s failed", getattr(hook, "__name__", hook), exc_info=True)
     return counts
 
 

@@ -23,3 +23,20 @@ class LabelingConfig(AppConfig):
         )
         hooks.detail_panels.append(("labeling/_labels_panel.html", labels_panel))
         hooks.bulk_actions.append(("Label selected", "labeling:job_start"))
+
+        from imagineer import jobs
+
+        jobs.reaper_hooks.append(remove_orphan_containers)
+
+
+def remove_orphan_containers() -> int:
+    """Containers a killed labeling worker left behind (older than any batch can run) are removed."""
+    import os
+
+    from django.conf import settings
+
+    if not os.environ.get("DOCKER_HOST") and not os.path.exists("/var/run/docker.sock"):
+        return 0
+    from .backends.container import remove_stale_containers
+
+    return remove_stale_containers(older_than=settings.LABEL_CONTAINER_TIMEOUT + 60)

@@ -1,1 +1,217 @@
-from django.db import models  # noqa: F401
+"""Base models, LoRA training runs, the LoRA registry and generation jobs."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.urls import reverse
+from django.utils import timezone
+
+from imagineer.models import Job, JobStatus
+
+
+class ModelKind(models.TextChoices):
+    SD15 = "sd15", "Stable Diffusion 1.5"
+    SDXL = "sdxl", "Stable Diffusion XL"
+
+
+class SourceType(models.TextChoices):
+    FOLDER = "folder", "Local diffusers folder"
+    SINGLE_FILE = "single_file", "Single .safetensors checkpoint"
+    HUB = "hub", "Hub id (machines that can reach a hub)"
+
+
+class BaseModel(models.Model):
+    name = models.SlugField(max_length=100, unique=True, help_text="Short name used in commands and the API.")
+    kind = models.CharField(max_length=8, choices=ModelKind.choices, default=ModelKind.SD15)
+    source = models.CharField(max_length=1000, help_text="Folder path, .safetensors path, or hub id.")
+    source_type = models.CharField(max_length=12, choices=SourceType.choices, default=SourceType.FOLDER)
+    description = models.TextField(blank=True)
+    is_default = models.BooleanField(default=False, help_text="Used when a run or generation names no model.")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [models.UniqueConstraint(fields=["is_default"], condition=Q(is_default=True),
+                                               name="training_basemodel_one_default")]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @classmethod
+    def default(cls) -> BaseModel | None:
+        return cls.objects.filter(is_default=True).first() or cls.objects.order_by("created_at").first()
+
+    @property
+    def cache_key(self) -> str:
+        return f"{self.pk}:{self.source}"
+
+
+class TrainingStage(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    PREPARING = "preparing", "Preparing the dataset"
+    TRAINING = "training", "Training"
+    SAVING = "saving", "Saving"
+    DONE = "done", "Done"
+
+
+class MixedPrecision(models.TextChoices):
+    NO = "no", "No (fp32)"
+    FP16 = "fp16", "fp16"
+    BF16 = "bf16", "bf16"
+
+
+class TrainingRun(Job):
+    queue_name = "train"
+    job_function = "training.runs.jobs.run_training"
+    resumable = True
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="training_runs")
+    name = models.CharField(max_length=100)
+    albums = models.ManyToManyField("gallery.Album", related_name="training_runs",
+                                    help_text="The albums chosen; kept even if they change later.")
+    album_names = models.JSONField(default=list, blank=True, help_text="Album names at the time of the run.")
+    dataset = models.JSONField(default=list, blank=True,
+                               help_text="Frozen snapshot: [{image_id, sha256, caption}] the run trains on.")
+    base_model = models.ForeignKey(BaseModel, on_delete=models.PROTECT, related_name="training_runs")
+    # Hyperparameters
+    steps = models.PositiveIntegerField(default=500)
+    batch_size = models.PositiveIntegerField(default=1)
+    learning_rate = models.FloatField(default=1e-4)
+    rank = models.PositiveIntegerField(default=16)
+    alpha = models.FloatField(default=16)
+    resolution = models.PositiveIntegerField(default=512)
+    seed = models.BigIntegerField(default=0)
+    mixed_precision = models.CharField(max_length=4, choices=MixedPrecision.choices, default=MixedPrecision.NO)
+    gradient_checkpointing = models.BooleanField(default=False)
+    caption_dropout = models.FloatField(default=0.0)
+    center_crop = models.BooleanField(default=False)
+    random_flip = models.BooleanField(default=True)
+    checkpoint_every = models.PositiveIntegerField(default=100)
+    sample_every = models.PositiveIntegerField(default=0, help_text="0: no sample images.")
+    sample_prompt = models.CharField(max_length=500, blank=True)
+    # Progress
+    stage = models.CharField(max_length=10, choices=TrainingStage.choices, default=TrainingStage.QUEUED)
+    step = models.PositiveIntegerField(default=0)
+    total_steps = models.PositiveIntegerField(default=0)
+    loss_history = models.JSONField(default=list, blank=True, help_text="[[step, loss], ...]")
+    samples = models.JSONField(default=list, blank=True, help_text="[{step, files: [...]}]")
+    steps_per_second = models.FloatField(null=True, blank=True)
+    resumed_from = models.PositiveIntegerField(null=True, blank=True)
+    output_dir = models.CharField(max_length=500, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def get_absolute_url(self) -> str:
+        return reverse("training:run_detail", args=[self.pk])
+
+    def can_resume(self) -> bool:
+        return not self.cancel_requested
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(settings.MODELS_DIR) / "runs" / str(self.pk)
+
+    @property
+    def eta(self) -> timedelta | None:
+        if self.status != JobStatus.RUNNING or not self.steps_per_second or not self.total_steps:
+            return None
+        return timedelta(seconds=max(0, self.total_steps - self.step) / self.steps_per_second)
+
+    @property
+    def last_loss(self) -> float | None:
+        return self.loss_history[-1][1] if self.loss_history else None
+
+
+class LoraModel(models.Model):
+    name = models.SlugField(max_length=100, unique=True, help_text="Used in prompts, commands and the API.")
+    friendly_name = models.CharField(max_length=200)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="loras")
+    base_model = models.ForeignKey(BaseModel, on_delete=models.PROTECT, related_name="loras")
+    training_run = models.OneToOneField(TrainingRun, null=True, blank=True, on_delete=models.SET_NULL,
+                                        related_name="lora")
+    diffusers_file = models.CharField(max_length=500, help_text="pytorch_lora_weights.safetensors (diffusers).")
+    kohya_file = models.CharField(max_length=500, blank=True, help_text="kohya-format .safetensors (A1111, ComfyUI).")
+    default_weight = models.FloatField(default=0.6)
+    trigger_words = models.CharField(max_length=300, blank=True)
+    is_public = models.BooleanField(default=False, help_text="Everyone may generate with a public LoRA.")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return self.friendly_name or self.name
+
+    def get_absolute_url(self) -> str:
+        return reverse("training:lora_detail", args=[self.pk])
+
+    def is_usable_by(self, user) -> bool:
+        return self.is_public or (user is not None and user.is_authenticated
+                                  and (user.is_staff or user.pk == self.owner_id))
+
+
+class GenerationJob(Job):
+    queue_name = "generate"
+    job_function = "training.generation.jobs.run_generation"
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="generation_jobs")
+    prompt = models.TextField()
+    negative_prompt = models.TextField(blank=True)
+    base_model = models.ForeignKey(BaseModel, on_delete=models.PROTECT, related_name="generation_jobs")
+    loras = models.ManyToManyField(LoraModel, through="GenerationLora", related_name="generation_jobs")
+    scheduler = models.CharField(max_length=30, default="euler_a")
+    steps = models.PositiveIntegerField(default=25)
+    guidance_scale = models.FloatField(default=7.0)
+    seed = models.BigIntegerField(help_text="Always recorded; random when the user left it empty.")
+    width = models.PositiveIntegerField(default=512)
+    height = models.PositiveIntegerField(default=512)
+    count = models.PositiveIntegerField(default=1)
+    step = models.PositiveIntegerField(default=0)
+    total_steps = models.PositiveIntegerField(default=0)
+    timings = models.JSONField(default=dict, blank=True, help_text="Seconds: queue_wait, load, denoise, save.")
+    images = models.ManyToManyField("gallery.Image", through="GenerationOutput", related_name="generation_jobs")
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"“{self.prompt[:60]}”"
+
+    def get_absolute_url(self) -> str:
+        return reverse("training:generation_detail", args=[self.pk])
+
+
+class GenerationLora(models.Model):
+    job = models.ForeignKey(GenerationJob, on_delete=models.CASCADE, related_name="lora_entries")
+    lora = models.ForeignKey(LoraModel, on_delete=models.PROTECT, related_name="+")
+    weight = models.FloatField()
+    position = models.PositiveSmallIntegerField(default=0)
+
+    class Meta:
+        ordering = ["position"]
+        constraints = [models.UniqueConstraint(fields=["job", "lora"], name="training_generationlora_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.lora.name}:{self.weight}"
+
+
+class GenerationOutput(models.Model):
+    job = models.ForeignKey(GenerationJob, on_delete=models.CASCADE, related_name="outputs")
+    image = models.OneToOneField("gallery.Image", on_delete=models.CASCADE, related_name="generation_output")
+    index = models.PositiveSmallIntegerField(default=0)
+    seed = models.BigIntegerField()
+
+    class Meta:
+        ordering = ["index"]
+
+    def __str__(self) -> str:
+        return f"{self.job_id}#{self.index}"

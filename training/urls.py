@@ -1,9 +1,7 @@
-from django.urls import path
+"""Training URLs: runs, base models and LoRAs (training/runs/) and generation (training/generation/)."""
 
-from imagineer.views import section
+from .generation.urls import urlpatterns as generation_patterns
+from .runs.urls import urlpatterns as run_patterns
 
 app_name = "training"
-urlpatterns = [
-    path("", section, {"title": "Training", "text": "LoRA training runs."}, name="index"),
-    path("generate/", section, {"title": "Generate", "text": "Text-to-image generation."}, name="generate"),
-]
+urlpatterns = [*run_patterns, *generation_patterns]
