@@ -223,7 +223,8 @@ def bench_grid(quick: bool) -> list[Result]:
     ratio = grid_p95 / trivial_p95
     return [Result("gallery", f"grid p95, {images:,} images, 16 clients", grid_p95, trivial_p95, "ms", ratio,
                    "≤ 3× trivial", ratio <= 3 and not errors,
-                   f"{len(latencies['grid'])} grid requests, {len(errors)} errors; ratio is ours/trivial (lower is better)")]
+                   f"{len(latencies['grid'])} grid requests, {len(errors)} errors; "
+                   "ratio is ours/trivial (lower is better)")]
 
 
 def run(quick: bool = False) -> list[Result]:

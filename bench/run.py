@@ -45,8 +45,9 @@ def main() -> int:
             print(failures[-1], file=sys.stderr)
             continue
         for result in got:
+            verdict = "" if result.passed is None else ("PASS" if result.passed else "FAIL")
             print(f"   {result.metric}: {result.value:.4g} {result.unit} vs baseline {result.baseline:.4g} "
-                  f"→ ratio {result.ratio:.2f} (target {result.target}) {'' if result.passed is None else ('PASS' if result.passed else 'FAIL')}")
+                  f"→ ratio {result.ratio:.2f} (target {result.target}) {verdict}")
         results.extend(got)
         print(f"   ({time.perf_counter() - started:.0f}s)")
     write_report(Path(args.output), results, failures, quick=args.quick)

@@ -59,7 +59,8 @@ class Label(models.Model):
     job = models.ForeignKey("LabelingJob", null=True, blank=True, on_delete=models.SET_NULL, related_name="labels")
     created_at = models.DateTimeField(default=timezone.now)
     review_state = models.CharField(max_length=10, choices=ReviewState.choices, default=ReviewState.PENDING,
-                                    db_index=True, help_text="Machine labels wait for review; manual ones are approved.")
+                                    db_index=True,
+                                    help_text="Machine labels wait for review; manual ones are approved.")
     reviewed_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
                                     related_name="+")
     reviewed_at = models.DateTimeField(null=True, blank=True)
