@@ -241,8 +241,8 @@ SESSION_COOKIE_HTTPONLY = True
 if not DEBUG:
     SECURE_SSL_REDIRECT = env_bool("IMAGINEER_SSL_REDIRECT", True)
     SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^livez$"]
-    SESSION_COOKIE_SECURE = True
-    CSRF_COOKIE_SECURE = True
+    # Only for plain-HTTP deployments on a private network (and the system tests): keep it on otherwise.
+    SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env_bool("IMAGINEER_SECURE_COOKIES", True)
     SECURE_HSTS_SECONDS = env_int("IMAGINEER_HSTS_SECONDS", 31536000, minimum=0)
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_HSTS_PRELOAD = True
