@@ -20,6 +20,11 @@ if ! "$PYTHON_BIN" -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11)
 fi
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*"; }
+# This machine's pip config names extra indexes that may not exist; hide that noise, keep real errors.
+# (pipefail is on, so a failing pip still fails the script.)
+pip_install() {
+  .venv/bin/python -m pip install -q "$@" 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
+}
 
 if [[ "$(id -u)" == "0" ]]; then
   missing=()
@@ -48,12 +53,12 @@ req_files=(requirements.txt)
 stamp=".venv/.installed-$(cat "${req_files[@]}" | sha256sum | cut -c1-16)"
 if [[ ! -f "$stamp" ]]; then
   log "Installing Python requirements (${req_files[*]})"
-  .venv/bin/python -m pip install -q --upgrade pip
+  pip_install --upgrade pip
   # torch first and exactly pinned, so nothing can pull a different (CUDA) build.
-  .venv/bin/python -m pip install -q "torch==2.13.0"
+  pip_install "torch==2.13.0"
   args=()
   for f in "${req_files[@]}"; do args+=(-r "$f"); done
-  .venv/bin/python -m pip install -q "${args[@]}"
+  pip_install "${args[@]}"
   touch "$stamp"
 fi
 

@@ -71,7 +71,8 @@ class RedisServer:
 
 
 class Deployment:
-    def __init__(self, base_dir: Path, *, redis_url: str, database_url: str | None = None, extra_env: dict | None = None):
+    def __init__(self, base_dir: Path, *, redis_url: str, database_url: str | None = None,
+                 extra_env: dict | None = None):
         self.base_dir = base_dir
         self.data_dir = base_dir / "data"
         self.port = free_port()
@@ -83,7 +84,8 @@ class Deployment:
         env.update({
             "DJANGO_SETTINGS_MODULE": "imagineer.settings.base", "DEBUG": "0",
             "SECRET_KEY": "system-test-secret-" + "x" * 40, "ALLOWED_HOSTS": "127.0.0.1,localhost",
-            "IMAGINEER_SSL_REDIRECT": "0", "IMAGINEER_HSTS_SECONDS": "0", "IMAGINEER_SECURE_COOKIES": "0", "IMAGINEER_STATIC_MANIFEST": "0",
+            "IMAGINEER_SSL_REDIRECT": "0", "IMAGINEER_HSTS_SECONDS": "0", "IMAGINEER_SECURE_COOKIES": "0",
+            "IMAGINEER_STATIC_MANIFEST": "0",
             "IMAGINEER_DATA_DIR": str(self.data_dir), "REDIS_URL": redis_url, "PYTHONUNBUFFERED": "1",
             "IMAGINEER_JOB_HEARTBEAT_SECONDS": "1",
         })

@@ -41,7 +41,8 @@ def test_pages_keep_working_while_redis_restarts_and_jobs_fail_cleanly(deploymen
     health = session.get(deployment.url + "/healthz", timeout=30)
     assert health.status_code == 503 and health.json()["redis"] == "down"
     # Uploads still work without the queue (thumbnails wait, `make_thumbnails` catches up).
-    second = session.post(deployment.url + "/gallery/upload/file/", files={"file": ("b.png", image_bytes("PNG", seed=2))},
+    second = session.post(deployment.url + "/gallery/upload/file/",
+                          files={"file": ("b.png", image_bytes("PNG", seed=2))},
                           headers={"X-CSRFToken": csrf_from(session)}, timeout=30)
     assert second.status_code == 200
     # Starting a job says why it cannot, and leaves nothing half-made.
