@@ -70,7 +70,8 @@ def test_it_rejects_bad_redis_urls():
 
 
 def _load_settings(env: dict) -> subprocess.CompletedProcess:
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "IMAGINEER_", "DEBUG", "SECRET"))}
+    skip = ("DJANGO_", "IMAGINEER_", "DEBUG", "SECRET", "DATABASE_URL")
+    base = {k: v for k, v in os.environ.items() if not k.startswith(skip)}
     return subprocess.run(
         [sys.executable, "-c", "import imagineer.settings.base as s; print(s.DATABASES['default']['ENGINE'])"],
         cwd=ROOT, env={**base, **env}, capture_output=True, text=True, timeout=60,

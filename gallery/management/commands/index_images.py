@@ -6,45 +6,19 @@ import os
 import sys
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
 from pathlib import Path
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import CommandError
-from django.db import connections
 from tqdm import tqdm
 
-from gallery.imaging import ImageRejected, inspect_image
+from gallery.imaging import ImageRejected
+from gallery.indexing import init_worker, prepare_file
 from gallery.models import Image, ImageSource
 from gallery.services import StorageFailed, album_get_or_create, image_ingest
 from imagineer.maintenance import MaintenanceCommand
-
-# Set in the parent before the pool forks, so workers can skip files already imported without decoding them.
-_KNOWN_SHA256: frozenset[str] = frozenset()
-_LIMITS: dict = {}
-
-
-def _prepare(path: str):
-    """Runs in a worker process: read, hash, validate and make derivatives from one decode."""
-    import hashlib
-
-    try:
-        size = os.path.getsize(path)
-        if size > _LIMITS["max_bytes"]:
-            raise ImageRejected(
-                f"The file is {size / 1048576:.1f} MB; the limit is {_LIMITS['max_bytes'] / 1048576:.1f} MB."
-            )
-        with open(path, "rb") as fh:
-            data = fh.read()
-        sha256 = hashlib.sha256(data).hexdigest()
-        if sha256 in _KNOWN_SHA256:
-            return path, "known", sha256, None
-        prepared = inspect_image(data, filename=path, derivatives=True, **_LIMITS)
-        return path, "ok", prepared, data
-    except ImageRejected as exc:
-        return path, "rejected", str(exc), None
-    except OSError as exc:
-        return path, "rejected", f"could not read the file ({exc.strerror or exc})", None
 
 
 def iter_files(paths: list[Path], recursive: bool) -> Iterator[Path]:
@@ -95,7 +69,6 @@ class Command(MaintenanceCommand):
         return admins[0]
 
     def run(self, *args, **options):
-        global _KNOWN_SHA256, _LIMITS
         owner = self._owner(options["owner"])
         roots = [Path(p).expanduser() for p in options["paths"]]
         missing = [str(p) for p in roots if not p.exists()]
@@ -105,8 +78,8 @@ class Command(MaintenanceCommand):
             raise CommandError("--workers must be at least 1.")
         album = album_get_or_create(owner=owner, name=options["album"])[0] if options["album"] else None
         files = [str(p.resolve()) for p in iter_files(roots, options["recursive"])]
-        _KNOWN_SHA256 = frozenset(Image.objects.filter(owner=owner).values_list("sha256", flat=True))
-        _LIMITS = {
+        known = frozenset(Image.objects.filter(owner=owner).values_list("sha256", flat=True))
+        limits = {
             "max_bytes": settings.GALLERY_MAX_UPLOAD_BYTES, "max_pixels": settings.GALLERY_MAX_IMAGE_PIXELS,
             "thumb_size": settings.GALLERY_THUMB_SIZE, "preview_size": settings.GALLERY_PREVIEW_SIZE,
         }
@@ -144,13 +117,14 @@ class Command(MaintenanceCommand):
             counts["imported" if outcome.created else "duplicates"] += 1
 
         if options["workers"] == 1:
+            init_worker(known, limits)
             for path in files:
-                handle(_prepare(path))
+                handle(prepare_file(path))
         else:
-            # Workers never touch the database; close ours so no connection crosses the fork.
-            connections.close_all()
-            with ProcessPoolExecutor(max_workers=options["workers"]) as pool:
-                for result in pool.map(_prepare, files, chunksize=4):
+            # Spawned, not forked: no database connection may be shared with a child.
+            with ProcessPoolExecutor(max_workers=options["workers"], mp_context=get_context("spawn"),
+                                     initializer=init_worker, initargs=(known, limits)) as pool:
+                for result in pool.map(prepare_file, files, chunksize=4):
                     handle(result)
         progress.close()
         self.stdout.write(f"imported {counts['imported']}, duplicates {counts['duplicates']}, "
