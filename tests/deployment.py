@@ -107,6 +107,7 @@ class Deployment:
 
     def prepare(self) -> None:
         self.manage("migrate", "--verbosity", "0")
+        self.manage("collectstatic", "--noinput", "--verbosity", "0")
 
     def create_user(self, username: str, password: str, *, staff: bool = False) -> None:
         self.shell(
