@@ -61,3 +61,16 @@ def test_signup_can_be_closed_by_setting(client, settings):
     settings.ACCOUNT_ALLOW_REGISTRATION = False
     response = client.get("/accounts/signup/")
     assert b"closed" in response.content.lower()
+
+
+@pytest.mark.django_db
+def test_google_login_appears_when_configured(client, settings):
+    settings.GOOGLE_LOGIN_ENABLED = True
+    settings.SOCIALACCOUNT_PROVIDERS = {"google": {
+        "SCOPE": ["profile", "email"], "APPS": [{"client_id": "id-123", "secret": "s", "key": ""}]}}
+    page = client.get("/accounts/login/")
+    assert b"Google" in page.content
+    start = client.post("/accounts/google/login/")
+    # allauth redirects to Google's consent page; we never follow it (no network here).
+    assert start.status_code == 302 and start["Location"].startswith("https://accounts.google.com/")
+    assert "client_id=id-123" in start["Location"]
