@@ -326,6 +326,8 @@ LABEL_CLAUDE_CREDENTIALS = env_str("IMAGINEER_CLAUDE_CREDENTIALS", str(Path.home
 LABEL_CONTAINER_TIMEOUT = env_int("IMAGINEER_LABEL_TIMEOUT", 600, minimum=1)
 LABEL_CONTAINER_MEMORY = env_str("IMAGINEER_LABEL_MEMORY", "1g")
 LABEL_CONTAINER_CPUS = env_float("IMAGINEER_LABEL_CPUS", 1.0, minimum=0.1)
+# Empty: the engine's default network (the real Claude CLI must reach the API); "none" cuts it off.
+LABEL_CONTAINER_NETWORK = env_str("IMAGINEER_LABEL_NETWORK", "")
 LABEL_CONTAINER_PIDS = env_int("IMAGINEER_LABEL_PIDS", 256, minimum=16)
 LABEL_BATCH_SIZE = env_int("IMAGINEER_LABEL_BATCH_SIZE", 8, minimum=1, maximum=100)
 LABEL_DEFAULT_BACKEND = env_choice("IMAGINEER_LABEL_BACKEND", "local", {"local", "claude-docker", "anthropic"})

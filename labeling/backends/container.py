@@ -179,7 +179,7 @@ class ContainerBackend:
         self.memory = memory or settings.LABEL_CONTAINER_MEMORY
         self.cpus = float(cpus if cpus is not None else settings.LABEL_CONTAINER_CPUS)
         self.pids = int(pids if pids is not None else settings.LABEL_CONTAINER_PIDS)
-        self.network_mode = network_mode
+        self.network_mode = network_mode if network_mode is not None else (settings.LABEL_CONTAINER_NETWORK or None)
         self.user = user
         self.model = model
         self.environment = dict(environment or {})
