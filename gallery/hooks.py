@@ -23,3 +23,7 @@ def set_tag_filter(func: Callable[[str], Any]) -> None:
 
 # (button label, URL name) pairs shown in the bulk-selection toolbar; the form posts `ids` to that URL.
 bulk_actions: list[tuple[str, str]] = []
+
+# Texts found beside an image where it came from (a scrape's alt text and title): functions called as
+# hook(image=, alt=, title=). Labeling registers one that keeps them as labels with source "scraper".
+found_text_hooks: list[Callable[..., Any]] = []

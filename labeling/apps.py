@@ -23,6 +23,10 @@ class LabelingConfig(AppConfig):
         )
         hooks.detail_panels.append(("labeling/_labels_panel.html", labels_panel))
         hooks.bulk_actions.append(("Label selected", "labeling:job_start"))
+        # A scrape's alt text and title become captions with source "scraper" (pending review).
+        from .services import label_add_scraped
+
+        hooks.found_text_hooks.append(label_add_scraped)
 
         from imagineer import jobs
 

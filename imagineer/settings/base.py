@@ -318,6 +318,8 @@ GALLERY_PAGE_SIZE = env_int("IMAGINEER_GALLERY_PAGE_SIZE", 60, minimum=1, maximu
 # Scraping. Non-public addresses are always refused; this setting (tests only) lets loopback through.
 SCRAPE_ALLOW_PRIVATE = env_bool("IMAGINEER_SCRAPE_ALLOW_PRIVATE", False)
 SCRAPE_MAX_RESPONSE_BYTES = env_int("IMAGINEER_SCRAPE_MAX_RESPONSE_BYTES", 50 * 1024 * 1024, minimum=1024)
+# Tests only: {host: address} answers for the crawler; honoured only when SCRAPE_ALLOW_PRIVATE is on.
+SCRAPE_TEST_HOST_OVERRIDES = None
 SCRAPE_USER_AGENT = env_str("IMAGINEER_SCRAPE_USER_AGENT", "ImagineerBot/0.1 (+self-hosted dataset builder)")
 
 # Labeling

@@ -18,7 +18,8 @@ other names at private addresses without touching real DNS:
 When overrides are given (even ``{}``) the guard is *closed*: names that are not in it and are not IP
 literals fail as unresolvable, and no real DNS query is ever made. Override answers go through exactly
 the same address checks as real DNS answers, so overrides can rename but never widen what is reachable.
-The job layer never sets them; the runner accepts them only when ``settings.SCRAPE_ALLOW_PRIVATE`` is on.
+The job layer passes them only from the test-only setting ``SCRAPE_TEST_HOST_OVERRIDES``, and the runner
+accepts them only when ``settings.SCRAPE_ALLOW_PRIVATE`` is on.
 """
 
 from __future__ import annotations

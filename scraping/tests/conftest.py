@@ -100,3 +100,58 @@ def crawl(tmp_path_factory) -> Callable[..., CrawlResult]:
         return result
 
     return run
+
+
+# -- scrape jobs ------------------------------------------------------------------------------------------
+
+# What the job tests crawl with: the crawler tests' limits, no politeness delay, the closed test DNS.
+JOB_OPTIONS = {
+    "depth": 2,
+    "min_bytes": 1000,  # site.MIN_BYTES
+    "download_timeout": 2.0,  # site.DOWNLOAD_TIMEOUT
+    "delay": 0.0,
+    "autothrottle": False,
+    "min_width": 0,
+    "min_height": 0,
+}
+
+
+@pytest.fixture
+def scrape_settings(settings, tmp_path, media_root):
+    """Settings for jobs that crawl the test site: loopback allowed, test DNS, private work and log dirs."""
+    from scraping.tests import site as site_def
+
+    settings.SCRAPE_ALLOW_PRIVATE = True
+    settings.SCRAPE_TEST_HOST_OVERRIDES = dict(site_def.HOST_OVERRIDES)
+    settings.SCRAPE_MAX_RESPONSE_BYTES = site_def.MAX_RESPONSE_BYTES
+    settings.WORK_DIR = tmp_path / "work"
+    settings.LOG_DIR = tmp_path / "logs"
+    return settings
+
+
+@pytest.fixture
+def label_hook():
+    """Register a function in scraping.hooks.scraped_label_hooks for one test."""
+    from scraping import hooks
+
+    added = []
+
+    def register(func):
+        hooks.scraped_label_hooks.append(func)
+        added.append(func)
+        return func
+
+    yield register
+    for func in added:
+        hooks.scraped_label_hooks.remove(func)
+
+
+@pytest.fixture
+def no_real_dns(monkeypatch):
+    """In-process URL checks never ask real DNS: host names fail as unresolvable (IP literals need no lookup)."""
+    from scraping import urlsafety
+
+    def refuse(host):
+        raise urlsafety.UnresolvableHost(f"host {host!r} does not resolve (no DNS in tests)")
+
+    monkeypatch.setattr(urlsafety, "system_resolve", refuse)

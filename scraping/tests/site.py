@@ -78,6 +78,10 @@ IMAGES: dict[str, ImageDef] = {
     "/img/huge.png": ImageDef("failed:too_large", "png:300x300noise"),
     "/img/slow.jpg": ImageDef("failed:timeout", "jpeg:50x50", slow=True),
     "/private/hidden.jpg": ImageDef("failed:robots", "jpeg:60x60"),
+    # Only on /qa/polyglot.html (linked from nowhere): a PNG that decodes but carries a script in a text
+    # chunk; the crawler saves it, the gallery refuses it.
+    "/qa/polyglot.png": ImageDef("downloaded", "png:64x64script"),
+    "/qa/plain.png": ImageDef("downloaded", "png:80x80"),
 }
 
 # path -> (status, location); a chain is followed hop by hop.
@@ -158,6 +162,9 @@ PAGES: dict[str, PageDef] = {
     "/gallery/deep.html": PageDef(links=["/gallery/deeper.html"], images=[("/img/deep.tiff", "", "", "img")]),
     "/gallery/deeper.html": PageDef(images=[("/img/deeper.png", "", "", "img")]),
     "/private/secret.html": PageDef(images=[("/img/secret.png", "", "", "img")]),
+    "/qa/polyglot.html": PageDef(
+        images=[("/qa/polyglot.png", "Polyglot", "", "img"), ("/qa/plain.png", "Plain", "", "img")]
+    ),
 }
 
 TRAP_PREFIX = "/trap/"
@@ -178,7 +185,8 @@ def _build_image(spec: str, seed: int) -> bytes:
         return rnd.randbytes(int(size))
     noise = size.endswith("noise")
     solid = size.endswith("solid")
-    w, h = (int(v) for v in size.removesuffix("noise").removesuffix("solid").split("x"))
+    script = size.endswith("script")
+    w, h = (int(v) for v in size.removesuffix("noise").removesuffix("solid").removesuffix("script").split("x"))
     if noise:
         im = Image.frombytes("RGB", (w, h), rnd.randbytes(w * h * 3))
     elif solid:
@@ -191,6 +199,12 @@ def _build_image(spec: str, seed: int) -> bytes:
     out = io.BytesIO()
     if kind == "jpeg":
         im.save(out, "JPEG", quality=85)
+    elif kind == "png" and script:
+        from PIL import PngImagePlugin
+
+        info = PngImagePlugin.PngInfo()
+        info.add_text("Comment", "<script>alert(1)</script>")
+        im.save(out, "PNG", pnginfo=info)
     elif kind == "png":
         im.save(out, "PNG")
     elif kind == "webp":

@@ -1,0 +1,178 @@
+"""The crawl recorder on its own (events in, rows out, no crawl), and the clean-up around scrape jobs."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from gallery.models import Image
+from imagineer.jobs import reap_stale_jobs
+from imagineer.models import JobStatus
+from imagineer.testing import image_bytes
+from scraping.models import Outcome, ScrapedItem, ScrapeJob, Stage
+from scraping.services import CrawlRecorder, scraped_filename
+
+pytestmark = pytest.mark.usefixtures("media_root", "no_real_dns")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def job(user):
+    return ScrapeJob.objects.create(owner=user, start_url="https://example.com/", album_name="Example",
+                                    status=JobStatus.RUNNING, stage=Stage.CRAWLING, min_width=32, min_height=32)
+
+
+@pytest.fixture
+def recorder(job):
+    saves: list[dict] = []
+
+    def save(**fields):
+        saves.append(fields)
+        ScrapeJob.objects.filter(pk=job.pk).update(**fields)
+
+    rec = CrawlRecorder(job, save=save, cancel_requested=lambda: False, clock=Clock())
+    rec.saves = saves
+    return rec
+
+
+def discovered(n: int, page: str = "https://example.com/") -> dict:
+    return {"event": "image_discovered", "url": f"https://example.com/{n}.png", "page_url": page,
+            "alt": f"alt {n}", "title": "", "source": "img"}
+
+
+def downloaded(n: int, path: Path, size=(64, 48), fmt="PNG") -> dict:
+    data = path.read_bytes()
+    return {"event": "image_downloaded", "url": f"https://example.com/{n}.png", "final_url": f"https://cdn.example.com/{n}",
+            "page_url": "https://example.com/", "alt": f"alt {n}", "title": "", "path": str(path), "bytes": len(data),
+            "sha256": "x" * 64, "content_type": "image/png", "format": fmt, "width": size[0], "height": size[1]}
+
+
+def test_rows_and_figures_are_written_in_batches_not_per_event(recorder, job, django_assert_max_num_queries):
+    recorder.flush(force=True)
+    with django_assert_max_num_queries(0):
+        for n in range(200):
+            recorder.on_event(discovered(n))
+            recorder.on_event({"event": "image_failed", "url": f"https://example.com/{n}.png", "bucket": "http_404",
+                               "reason": "HTTP 404", "status": 404})
+        assert recorder.should_stop() is False  # the cancel poll waits for its interval too
+    assert ScrapedItem.objects.filter(job=job).count() == 0
+    recorder.clock.now += 1.5
+    with django_assert_max_num_queries(6):
+        recorder.on_event({"event": "page", "url": "https://example.com/"})
+    job.refresh_from_db()
+    assert ScrapedItem.objects.filter(job=job, outcome=Outcome.FAILED, http_status=404).count() == 200
+    assert job.counters["discovered"] == 200 and job.counters["failed"] == 200 and job.counters["pages"] == 1
+    assert job.error_buckets == {"http_404": 200}
+    assert len(recorder.saves) == 2
+    recorder.clock.now += 5  # idle: nothing new, nothing written
+    with django_assert_max_num_queries(1):  # the cancel poll only
+        assert recorder.should_stop() is False
+    assert len(recorder.saves) == 2
+
+
+def test_a_duplicate_inside_one_crawl_follows_the_first_copy(recorder, job, tmp_path):
+    big, small = tmp_path / "big.png", tmp_path / "small.png"
+    big.write_bytes(image_bytes("PNG", size=(64, 48), seed=1))
+    small.write_bytes(image_bytes("PNG", size=(16, 16), seed=2))
+    for n in range(4):
+        recorder.on_event(discovered(n))
+    recorder.on_event(downloaded(0, big))
+    recorder.on_event(downloaded(1, small, size=(16, 16)))
+    recorder.on_event({"event": "image_skipped", "reason": "duplicate", "url": "https://example.com/2.png",
+                       "duplicate_of": "https://example.com/0.png", "bytes": 10, "sha256": "y" * 64})
+    recorder.on_event({"event": "image_skipped", "reason": "duplicate", "url": "https://example.com/3.png",
+                       "duplicate_of": "https://example.com/1.png", "bytes": 10, "sha256": "z" * 64})
+    recorder.import_remaining()
+    recorder.flush(force=True)
+    rows = {row.url.rsplit("/", 1)[1]: row for row in ScrapedItem.objects.filter(job=job)}
+    assert rows["0.png"].outcome == Outcome.IMPORTED
+    assert (rows["2.png"].outcome, rows["2.png"].image_id) == (Outcome.DUPLICATE, rows["0.png"].image_id)
+    assert rows["1.png"].outcome == Outcome.TOO_SMALL
+    assert "16×16 pixels, below the minimum of 32×32" in rows["1.png"].reason
+    assert rows["3.png"].outcome == Outcome.TOO_SMALL and rows["3.png"].reason.startswith("the same file as")
+    image = Image.objects.get()
+    assert image.source_url == "https://cdn.example.com/0" and image.title == "alt 0"
+    assert image.original_filename == "0.png" and image.derivatives == "ready"
+    assert list(job.album.ordered_images()) == [image]
+    # The crawl's copies go once imported (or judged).
+    assert not big.exists() and not small.exists()
+    job.refresh_from_db()
+    assert job.counters["imported"] == 1 and job.counters["duplicates"] == 1 and job.counters["too_small"] == 2
+
+
+def test_a_file_that_vanished_is_a_failed_item_not_a_crash(recorder, job, tmp_path):
+    path = tmp_path / "gone.png"
+    path.write_bytes(image_bytes("PNG", size=(64, 48)))
+    recorder.on_event(discovered(0))
+    event = downloaded(0, path)
+    path.unlink()
+    recorder.on_event(event)
+    recorder.flush(force=True)
+    row = ScrapedItem.objects.get(job=job)
+    assert row.outcome == Outcome.FAILED and "could not be read" in row.reason
+    assert Image.objects.count() == 0
+
+
+@pytest.mark.parametrize(
+    ("url", "fmt", "name"),
+    [
+        ("https://x.org/a/photo.jpg", "JPEG", "photo.jpg"),
+        ("https://x.org/img/chain.jpg", "PNG", "chain.png"),  # named .jpg, served a PNG
+        ("https://x.org/latest/meta-data/", "GIF", "meta-data.gif"),
+        ("https://x.org/", "WEBP", "image.webp"),
+        ("https://x.org/p/%2e%2e%2fetc%2fpasswd", "PNG", "passwd.png"),
+        ("https://x.org/get?id=5", "BMP", "get.bmp"),
+    ],
+)
+def test_file_names_come_from_the_url_with_the_real_format(url, fmt, name):
+    assert scraped_filename(url, fmt) == name
+
+
+def test_invalid_crawl_settings_fail_the_job_and_leave_no_files(user, settings, tmp_path, run_worker):
+    from scraping.services import scrape_job_start
+
+    settings.SCRAPE_ALLOW_PRIVATE = True
+    settings.WORK_DIR = tmp_path / "work"
+    settings.LOG_DIR = tmp_path / "logs"
+    job = scrape_job_start(user=user, start_url="http://127.0.0.1:9/")
+    ScrapeJob.objects.filter(pk=job.pk).update(download_timeout=0.0)  # below what the crawler accepts
+    run_worker("scrape")
+    job.refresh_from_db()
+    assert job.status == JobStatus.FAILED and "crawl settings are invalid" in job.error
+    assert "download_timeout" in job.error and job.stage == Stage.DONE
+    assert list((tmp_path / "work" / "scrapes").iterdir()) == []
+
+
+def test_the_reaper_removes_work_dirs_of_jobs_that_are_not_running(user, settings, tmp_path, db):
+    settings.WORK_DIR = tmp_path
+    running = ScrapeJob.objects.create(owner=user, start_url="https://example.com/", album_name="x",
+                                       status=JobStatus.RUNNING, heartbeat_at=None)
+    ScrapeJob.objects.filter(pk=running.pk).update(started_at=None)
+    root = tmp_path / "scrapes"
+    old = time.time() - 3600
+    dirs = {name: root / name for name in (f"job-{running.pk}-a", "job-99999-b", "job-99998-new", "other")}
+    for path in dirs.values():
+        (path / "images").mkdir(parents=True)
+        (path / "images" / "1.png").write_bytes(b"x")
+    for name in (f"job-{running.pk}-a", "job-99999-b", "other"):
+        os.utime(dirs[name], (old, old))
+    reap_stale_jobs()
+    assert sorted(p.name for p in root.iterdir()) == sorted([f"job-{running.pk}-a", "job-99998-new", "other"])
+
+
+def test_deleting_a_job_deletes_its_log_file(user, tmp_path):
+    log = tmp_path / "scrape.log"
+    log.write_text("log")
+    job = ScrapeJob.objects.create(owner=user, start_url="https://example.com/", album_name="x", log_file=str(log))
+    job.delete()
+    assert not log.exists()
