@@ -8,7 +8,9 @@ from django.http import Http404
 from django.shortcuts import get_object_or_404
 from ninja import File, Form, Router, Schema, Status, UploadedFile
 from ninja.errors import HttpError
-from ninja.pagination import LimitOffsetPagination, paginate
+from ninja.pagination import paginate
+
+from imagineer.api import Pagination
 
 from . import services
 from .imaging import ImageRejected
@@ -100,7 +102,7 @@ def _album(request, pk: int, *, edit: bool = False) -> Album:
 
 
 @router.get("/images", response=list[ImageOut], summary="Images you can see, newest first")
-@paginate(LimitOffsetPagination)
+@paginate(Pagination)
 def list_images(request, mine: bool = False, album: int | None = None, source: str = "", q: str = ""):
     qs = Image.objects.visible_to(request.user).select_related("owner").order_by("-pk")
     if mine:
@@ -137,7 +139,7 @@ def upload_image(request, file: File[UploadedFile], title: Form[str] = "", album
 
 
 @router.get("/albums", response=list[AlbumOut])
-@paginate(LimitOffsetPagination)
+@paginate(Pagination)
 def list_albums(request, mine: bool = False):
     qs = Album.objects.visible_to(request.user).with_counts().select_related("owner").order_by("name")
     return qs.filter(owner=request.user) if mine else qs

@@ -9,10 +9,19 @@ from __future__ import annotations
 from datetime import timedelta
 
 from django.utils import timezone
-from ninja import NinjaAPI, Schema
+from ninja import Field, NinjaAPI, Schema
+from ninja.pagination import LimitOffsetPagination
 from ninja.security import HttpBearer, django_auth
 
 from .models import ApiToken, hash_token
+
+
+class Pagination(LimitOffsetPagination):
+    """limit/offset with bounds the database can take (a huge offset is a 500 on SQLite otherwise)."""
+
+    class Input(Schema):
+        limit: int = Field(100, ge=1, le=500)
+        offset: int = Field(0, ge=0, le=10**9)
 
 
 class TokenAuth(HttpBearer):

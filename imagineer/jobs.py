@@ -67,11 +67,12 @@ def _rq_queue(name: str):
     return django_rq.get_queue(name)
 
 
-def enqueue_job(job: Job, *, function: str | None = None, at_front: bool = False) -> None:
+def enqueue_job(job: Job, *, function: str | None = None, at_front: bool = False, created: bool = True) -> None:
     """Queue `job` for its worker once the surrounding transaction commits.
 
-    If Redis refuses at commit time the row is deleted again and QueueUnavailable
-    propagates, so a failed start leaves nothing half-made.
+    If Redis refuses at commit time a row this call's caller just `created` is deleted again and
+    QueueUnavailable propagates, so a failed start leaves nothing half-made; an existing row being
+    queued again (resume, reaper) is marked failed with the reason instead.
     """
     import redis
 
@@ -89,7 +90,7 @@ def enqueue_job(job: Job, *, function: str | None = None, at_front: bool = False
                 target, job.pk, job_id=rq_id, at_front=at_front, result_ttl=3600, failure_ttl=7 * 86400
             )
         except (redis.RedisError, OSError) as exc:
-            if job.attempts == 0:
+            if created:
                 model.objects.filter(pk=job.pk).delete()
             else:
                 model.objects.filter(pk=job.pk).update(
@@ -310,7 +311,7 @@ def reap_stale_jobs(*, now=None) -> dict[str, int]:
                 if updated:
                     job.refresh_from_db()
                     try:
-                        enqueue_job(job)
+                        enqueue_job(job, created=False)
                     except QueueUnavailable:
                         pass
                     counts["requeued"] += 1

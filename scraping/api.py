@@ -8,9 +8,10 @@ from django.http import Http404
 from django.shortcuts import get_object_or_404
 from ninja import Router, Schema, Status
 from ninja.errors import HttpError
-from ninja.pagination import LimitOffsetPagination, paginate
+from ninja.pagination import paginate
 
 from gallery.models import Album
+from imagineer.api import Pagination
 from imagineer.jobs import QueueUnavailable, job_cancel
 
 from . import selectors, services
@@ -96,7 +97,7 @@ def _job(request, pk: int) -> ScrapeJob:
 
 
 @router.get("/scrapes", response=list[ScrapeOut], summary="Your scrapes, newest first")
-@paginate(LimitOffsetPagination)
+@paginate(Pagination)
 def list_scrapes(request):
     return selectors.jobs_for_user(request.user)
 
@@ -133,7 +134,7 @@ def cancel_scrape(request, job_id: int):
 
 
 @router.get("/scrapes/{job_id}/items", response=list[ItemOut], summary="Every image URL the scrape found")
-@paginate(LimitOffsetPagination)
+@paginate(Pagination)
 def list_items(request, job_id: int, outcome: str = ""):
     if outcome and outcome not in Outcome.values:
         raise HttpError(400, f"outcome is one of {', '.join(Outcome.values)}")

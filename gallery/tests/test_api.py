@@ -58,3 +58,8 @@ def test_nobody_adds_to_another_users_album(client, other_user, token):
     response = client.post(f"/api/albums/{album.pk}/images", {"image_ids": []}, content_type="application/json",
                            **_auth(token))
     assert response.status_code == 404
+
+
+def test_absurd_paging_is_a_422_not_a_500(client, token):
+    assert client.get("/api/images?offset=66362571004915389611114496", **_auth(token)).status_code == 422
+    assert client.get("/api/images?limit=0", **_auth(token)).status_code == 422

@@ -1,7 +1,13 @@
 from django.urls import path
 
-from imagineer.views import section
+from . import views
 
 urlpatterns = [
-    path("generate/", section, {"title": "Generate", "text": "Text-to-image generation."}, name="generate"),
+    path("generate/", views.generate, name="generate"),
+    path("generations/", views.generation_list, name="generation_list"),
+    path("generations/queue/", views.queue, name="generation_queue"),
+    path("generations/<int:pk>/", views.generation_detail, name="generation_detail"),
+    path("generations/<int:pk>/cancel/", views.generation_cancel, name="generation_cancel"),
+    path("generations/<int:pk>/regenerate/", views.generation_regenerate, name="generation_regenerate"),
+    path("generations/images/<int:image_pk>/regenerate/", views.image_regenerate, name="image_regenerate"),
 ]

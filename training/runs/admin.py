@@ -1,1 +1,77 @@
-"""Admin for this part of the training app."""
+"""Admin for base models, training runs and LoRAs."""
+
+from django import forms
+from django.contrib import admin
+
+from imagineer.jobs import job_cancel
+
+from ..models import BaseModel, LoraModel, TrainingRun
+from .services import BaseModelInvalid, base_model_set_default, check_base_model_source
+
+
+class BaseModelForm(forms.ModelForm):
+    class Meta:
+        model = BaseModel
+        fields = ["name", "kind", "source", "source_type", "description", "is_default"]
+
+    def clean(self):
+        data = super().clean()
+        if {"source", "kind", "source_type"} <= data.keys():
+            try:
+                check_base_model_source(source=data["source"], kind=data["kind"], source_type=data["source_type"])
+            except BaseModelInvalid as exc:
+                raise forms.ValidationError({"source": str(exc)}) from exc
+        # Only one default may exist; the admin moves it here after saving (see save_model) instead of
+        # refusing the form on the one-default constraint.
+        self.wants_default = bool(data.get("is_default"))
+        data["is_default"] = False
+        return data
+
+
+@admin.register(BaseModel)
+class BaseModelAdmin(admin.ModelAdmin):
+    form = BaseModelForm
+    list_display = ("name", "kind", "source_type", "source", "is_default", "created_at")
+    list_filter = ("kind", "source_type", "is_default")
+    search_fields = ("name", "source", "description")
+    actions = ["make_default"]
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        if getattr(form, "wants_default", False):
+            base_model_set_default(model=obj)
+
+    @admin.action(description="Make the selected model the default")
+    def make_default(self, request, queryset):
+        model = queryset.first()
+        if model is not None:
+            base_model_set_default(model=model)
+            self.message_user(request, f"{model.name} is now the default base model.")
+
+
+@admin.register(TrainingRun)
+class TrainingRunAdmin(admin.ModelAdmin):
+    list_display = ("name", "owner", "status", "stage", "step", "total_steps", "base_model", "created_at")
+    list_filter = ("status", "stage", "base_model")
+    search_fields = ("name", "owner__username")
+    # A run's settings and dataset must not change under its checkpoints: only the name is editable here.
+    def get_readonly_fields(self, request, obj=None):
+        return [f.name for f in self.model._meta.fields if f.name not in ("id", "name")] + ["albums"]
+
+    actions = ["cancel"]
+
+    def has_add_permission(self, request):
+        return False  # a run needs a frozen dataset and a queued job: start it from the training page
+
+    @admin.action(description="Cancel the selected runs")
+    def cancel(self, request, queryset):
+        count = sum(1 for run in queryset if job_cancel(run))
+        self.message_user(request, f"Asked {count} run(s) to cancel.")
+
+
+@admin.register(LoraModel)
+class LoraModelAdmin(admin.ModelAdmin):
+    list_display = ("name", "friendly_name", "owner", "base_model", "default_weight", "is_public", "created_at")
+    list_filter = ("is_public", "base_model")
+    search_fields = ("name", "friendly_name", "owner__username", "trigger_words")
+    raw_id_fields = ("owner", "training_run")

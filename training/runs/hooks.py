@@ -1,5 +1,54 @@
-"""Registers this part's hooks into other apps (gallery lineage, ...). Filled by its owner."""
+"""Registers the training runs' hooks into other apps.
+
+- The gallery's image page gets a panel listing the runs (that the viewer may open) which trained on the
+  image, read from each run's frozen dataset snapshot, and a lineage row for every public LoRA trained on it.
+- The job reaper removes temporary dataset folders that a killed worker left behind.
+"""
+
+from __future__ import annotations
+
+# Runs whose snapshots are read for one image page: the most recent ones of the people concerned.
+RUN_SCAN_LIMIT = 200
+
+
+def _used(run, image) -> bool:
+    # The frozen snapshot is the truth: the album may have changed since the run.
+    return any(entry.get("image_id") == image.pk for entry in run.dataset)
+
+
+def image_training_panel(request, image) -> dict:
+    from django.db.models import Q
+
+    from .selectors import runs_visible_to
+
+    user = request.user
+    if not user.is_authenticated:
+        return {"runs": []}
+    candidates = (runs_visible_to(user).filter(Q(owner_id=image.owner_id) | Q(owner=user))
+                  .select_related("lora").order_by("-pk")[:RUN_SCAN_LIMIT])
+    return {"runs": [run for run in candidates if _used(run, image)]}
+
+
+def public_lora_lineage(image) -> list[dict]:
+    from ..models import LoraModel
+
+    loras = (LoraModel.objects.filter(is_public=True, training_run__owner_id=image.owner_id)
+             .select_related("training_run").order_by("-pk")[:RUN_SCAN_LIMIT])
+    return [{"label": "Trained LoRA", "text": str(lora), "url": lora.get_absolute_url()}
+            for lora in loras if _used(lora.training_run, image)]
+
+
+def remove_orphan_datasets() -> int:
+    """Reaper hook: temporary dataset folders of runs whose worker died."""
+    from .services import remove_orphan_datasets as remove
+
+    return remove()[0]
 
 
 def register() -> None:
-    pass
+    from gallery import hooks
+    from imagineer import jobs
+
+    hooks.detail_panels.append(("training/runs/_image_panel.html", image_training_panel))
+    hooks.lineage_hooks.append(public_lora_lineage)
+    jobs.reaper_hooks.append(remove_orphan_datasets)

@@ -1,7 +1,17 @@
 from django.urls import path
 
-from imagineer.views import section
+from . import views
 
 urlpatterns = [
-    path("", section, {"title": "Training", "text": "LoRA training runs."}, name="index"),
+    path("", views.index, name="index"),
+    path("runs/new/", views.run_create, name="run_create"),
+    path("runs/<int:pk>/", views.run_detail, name="run_detail"),
+    path("runs/<int:pk>/cancel/", views.run_cancel, name="run_cancel"),
+    path("runs/<int:pk>/resume/", views.run_resume, name="run_resume"),
+    path("runs/<int:pk>/download/<str:what>/", views.run_download, name="run_download"),
+    path("runs/<int:pk>/samples/<int:step>/<int:index>.png", views.run_sample, name="run_sample"),
+    path("loras/", views.lora_list, name="lora_list"),
+    path("loras/<int:pk>/", views.lora_detail, name="lora_detail"),
+    path("loras/<int:pk>/edit/", views.lora_edit, name="lora_edit"),
+    path("loras/<int:pk>/download/<str:fmt>/", views.lora_download, name="lora_download"),
 ]

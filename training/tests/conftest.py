@@ -116,3 +116,65 @@ def tiny_pipe(tiny_model):
     from training.ml.pipelines import load_pipeline
 
     return load_pipeline(str(tiny_model), kind="sd15", source_type="folder", device="cpu")
+
+
+# --- generation: registry rows for the tiny model and two real LoRAs trained on it ----------------------------
+# The LoRA files come from the shared training run (`trained`): its final weights and an earlier checkpoint are
+# two different LoRAs for the same base model.
+
+
+@pytest.fixture
+def base_model(db, tiny_model):
+    from training.models import BaseModel
+
+    return BaseModel.objects.create(name="tiny", kind="sd15", source=str(tiny_model), source_type="folder",
+                                    is_default=True)
+
+
+@pytest.fixture
+def xl_base(db):
+    from training.models import BaseModel
+
+    # Never loaded: everything that uses it is refused before a job exists.
+    return BaseModel.objects.create(name="tiny-xl", kind="sdxl", source="/nonexistent/tiny-xl", source_type="folder")
+
+
+def _make_loras(base_model, xl_base, user, other_user, final_file, early_file):
+    from training.models import LoraModel
+
+    def make(name, owner, path, base=base_model, public=False, weight=0.8):
+        return LoraModel.objects.create(name=name, friendly_name=name.title(), owner=owner, base_model=base,
+                                        diffusers_file=str(path), default_weight=weight, is_public=public)
+
+    return {
+        "style": make("style", user, final_file, weight=1.0),
+        "early": make("early", other_user, early_file, public=True, weight=0.6),
+        "secret": make("secret", other_user, final_file),
+        "xl": make("xl-style", user, final_file, base=xl_base, public=True),
+    }
+
+
+@pytest.fixture
+def loras(base_model, user, other_user, xl_base, trained):
+    """style: alice's private LoRA; early: a public one by bob; secret: bob's private one; xl: an SDXL LoRA."""
+    result, _ = trained
+    return _make_loras(base_model, xl_base, user, other_user, result.lora_path,
+                       result.checkpoints[0] / "pytorch_lora_weights.safetensors")
+
+
+@pytest.fixture
+def registry_loras(base_model, user, other_user, xl_base, tmp_path):
+    """The same registry rows as `loras`, for tests where nothing is generated (the files are never read)."""
+    return _make_loras(base_model, xl_base, user, other_user, tmp_path / "final.safetensors",
+                       tmp_path / "early.safetensors")
+
+
+# --- training runs (test_runs_*.py): their fixtures live in runs_fixtures.py -----------------------------------
+from .runs_fixtures import (  # noqa: E402,F401
+    make_run_album,
+    run_album,
+    tiny_base_model,
+    training_dirs,
+    training_redis_db,
+    unloaded_model,
+)

@@ -1,0 +1,172 @@
+"""Training benchmarks.
+
+1. Steps/s of a training run through the job path (frozen dataset materialised, progress written to the
+   row at a bounded rate, cancel checks, checkpoints at the default interval) against a bare diffusers +
+   peft loop (bench/ml_baselines.py) on the same tiny model, images, batch size and resolution, measured
+   alternately in the same run: ≥ 0.95×. Both exclude model loading; both include their first step.
+2. Where a CUDA GPU is available, the same on an SD1.5-shaped pipeline (real layer sizes, random weights,
+   so every step costs what a real one does) at 512×512 in bf16.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from common import Result, setup_django
+
+TARGET = 0.95
+
+
+def _pictures(folder: Path, count: int, size: int) -> list[tuple[Path, str]]:
+    """Square pictures (so the run's bucketing and the bare loop's centre crop see the same pixels)."""
+    import numpy as np
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    dataset = []
+    for i in range(count):
+        small = rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)
+        path = folder / f"{i:03d}.png"
+        Image.fromarray(small).resize((size, size), Image.Resampling.BICUBIC).save(path)
+        dataset.append((path, f"picture number {i}"))
+    return dataset
+
+
+def build_sd15_shaped(out_dir: Path) -> Path:
+    """An SD1.5-shaped pipeline with random weights (the real UNet, VAE and text-encoder sizes), in bf16."""
+    # Bench code, never served: it needs the model classes to make the folder.
+    import torch
+    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from training.ml.tiny import tiny_tokenizer
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    with torch.random.fork_rng(devices=[]), torch.device(device):
+        torch.manual_seed(0)
+        unet = UNet2DConditionModel(
+            sample_size=64, in_channels=4, out_channels=4, layers_per_block=2,
+            block_out_channels=(320, 640, 1280, 1280),
+            down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+            up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+            cross_attention_dim=768, attention_head_dim=8,
+        )
+        vae = AutoencoderKL(
+            in_channels=3, out_channels=3, latent_channels=4, sample_size=512, layers_per_block=2,
+            down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+            block_out_channels=(128, 256, 512, 512),
+        )
+        text_encoder = CLIPTextModel(CLIPTextConfig(
+            vocab_size=514, hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
+            max_position_embeddings=77, projection_dim=768, hidden_act="quick_gelu",
+            bos_token_id=512, eos_token_id=513, pad_token_id=513,
+        ))
+    scheduler = PNDMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
+                              beta_schedule="scaled_linear", skip_prk_steps=True, set_alpha_to_one=False,
+                              steps_offset=1)
+    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tiny_tokenizer(), unet=unet,
+                                   scheduler=scheduler, safety_checker=None, feature_extractor=None,
+                                   requires_safety_checker=False)
+    pipe.to(dtype=torch.bfloat16).save_pretrained(out_dir, safe_serialization=True)
+    return out_dir
+
+
+class _Setup:
+    """A user, an album of the pictures and a registered base model in the benchmark's database."""
+
+    def __init__(self, model_dir: Path, dataset: list[tuple[Path, str]], name: str) -> None:
+        from django.contrib.auth import get_user_model
+
+        from gallery.services import album_create, image_ingest
+        from training.runs.services import base_model_register
+
+        users = get_user_model()
+        self.owner, _ = users.objects.get_or_create(username=f"bench-{name}")
+        self.album = album_create(owner=self.owner, name=f"bench {name}")
+        for path, _caption in dataset:
+            image_ingest(owner=self.owner, data=path.read_bytes(), filename=path.name, source="upload",
+                         album=self.album)
+        self.model = base_model_register(name=f"bench-{name}", source=str(model_dir), kind="sd15")
+
+    def run(self, **params) -> float:
+        from imagineer.models import JobStatus
+        from training.runs.jobs import run_training
+        from training.runs.services import run_create
+
+        run = run_create(owner=self.owner, album_ids=[self.album.pk], base_model=self.model, params=params,
+                         enqueue=False)
+        run_training(run.pk)
+        run.refresh_from_db()
+        if run.status != JobStatus.SUCCEEDED:
+            raise RuntimeError(f"benchmark run failed: {run.error}")
+        return float(run.steps_per_second or 0.0)
+
+
+def _compare(setup: _Setup, model_dir: Path, dataset, *, steps: int, batch: int, resolution: int, rounds: int,
+             mixed_precision: str) -> tuple[float, float]:
+    """Best steps/s of ours and of the bare loop, alternating so a noisy neighbour hurts both alike."""
+    from ml_baselines import bare_training_steps_per_second
+
+    params = dict(steps=steps, batch_size=batch, resolution=resolution, rank=4, alpha=4.0, learning_rate=1e-4,
+                  mixed_precision=mixed_precision, random_flip=False, center_crop=True, caption_dropout=0.0,
+                  checkpoint_every=100, seed=0)
+    def measure_bare() -> float:
+        return bare_training_steps_per_second(model_dir, dataset, batch, steps, resolution=resolution, rank=4)
+
+    ours = bare = 0.0
+    for round_no in range(rounds):
+        # Swap the order every round so neither side always runs on a warmer (or busier) machine.
+        if round_no % 2 == 0:
+            bare = max(bare, measure_bare())
+            ours = max(ours, setup.run(**params))
+        else:
+            ours = max(ours, setup.run(**params))
+            bare = max(bare, measure_bare())
+    return ours, bare
+
+
+def run(quick: bool) -> list[Result]:
+    data_dir = setup_django()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+    import torch
+
+    from training.ml.tiny import build_tiny_pipeline
+
+    results: list[Result] = []
+    work = Path(tempfile.mkdtemp(prefix="bench-training-", dir=data_dir))
+    tiny = build_tiny_pipeline(work / "tiny")
+    dataset = _pictures(work / "tiny-data", 8, 32)
+    # 32 px is the tiny model's native size; its short steps make any per-step overhead of ours show.
+    steps, batch, resolution = (20, 4, 32) if quick else (150, 4, 32)
+    setup = _Setup(tiny, dataset, "tiny")
+    threads = torch.get_num_threads()
+    ours, bare = _compare(setup, tiny, dataset, steps=steps, batch=batch, resolution=resolution,
+                          rounds=1 if quick else 3, mixed_precision="no")
+    device = "cuda" if torch.cuda.is_available() else f"cpu ({threads} threads)"
+    ratio = ours / bare if bare else float("nan")
+    results.append(Result(
+        "training", "run vs bare diffusers+peft loop, tiny model", ours, bare, "steps/s", ratio, f"≥ {TARGET}",
+        ratio >= TARGET,
+        f"{device}; {steps} steps (a checkpoint every 100), batch {batch}, {resolution}px, rank 4, 8 images; "
+        "best of alternating rounds",
+    ))
+    if not torch.cuda.is_available():
+        results.append(Result("training", "run vs bare loop, SD1.5-shaped 512px bf16", float("nan"), float("nan"),
+                              "steps/s", float("nan"), f"≥ {TARGET}", None, "skipped: no CUDA GPU here"))
+        return results
+    sd15 = build_sd15_shaped(work / "sd15-shaped")
+    big_data = _pictures(work / "sd15-data", 8, 512)
+    setup = _Setup(sd15, big_data, "sd15")
+    steps = 15 if quick else 60
+    ours, bare = _compare(setup, sd15, big_data, steps=steps, batch=4, resolution=512, rounds=1 if quick else 2,
+                          mixed_precision="bf16")
+    ratio = ours / bare if bare else float("nan")
+    results.append(Result(
+        "training", "run vs bare loop, SD1.5-shaped 512px bf16", ours, bare, "steps/s", ratio, f"≥ {TARGET}",
+        ratio >= TARGET, f"{torch.cuda.get_device_name(0)}; {steps} steps, batch 4, rank 4, random weights",
+    ))
+    return results

@@ -1,0 +1,124 @@
+"""The generate form. The limits and their messages come from the service, so the form, the API and the command
+refuse the same things in the same words; the form adds the LoRA picker (a checkbox and a weight per LoRA)."""
+
+from __future__ import annotations
+
+from django import forms
+from django.conf import settings
+
+from ..ml.generate import GUIDANCE_RANGE, MAX_PROMPT_CHARS, MAX_SEED
+from ..models import BaseModel
+from . import selectors
+from .services import DEFAULT_GUIDANCE, DEFAULT_SCHEDULER, DEFAULT_STEPS, LoraChoice, scheduler_choices
+
+# The slider covers the useful range; the API and the command accept the service's wider one.
+SLIDER_MIN, SLIDER_MAX, SLIDER_STEP = -1.0, 2.0, 0.05
+
+
+class GenerateForm(forms.Form):
+    prompt = forms.CharField(max_length=MAX_PROMPT_CHARS, strip=True,
+                             widget=forms.Textarea(attrs={"rows": 4, "placeholder": "What should the image show?"}),
+                             error_messages={"required": "Write a prompt: it cannot be empty."})
+    negative_prompt = forms.CharField(max_length=MAX_PROMPT_CHARS, required=False, label="Negative prompt",
+                                      widget=forms.Textarea(attrs={"rows": 2, "placeholder": "What to avoid"}))
+    base_model = forms.ModelChoiceField(queryset=BaseModel.objects.none(), label="Model", empty_label=None)
+    scheduler = forms.ChoiceField(choices=scheduler_choices, initial=DEFAULT_SCHEDULER, label="Sampler")
+    steps = forms.IntegerField(initial=DEFAULT_STEPS, widget=forms.NumberInput(attrs={"min": 1}))
+    guidance_scale = forms.FloatField(initial=DEFAULT_GUIDANCE, label="CFG scale",
+                                      widget=forms.NumberInput(attrs={"step": 0.5, "min": GUIDANCE_RANGE[0],
+                                                                      "max": GUIDANCE_RANGE[1]}))
+    seed = forms.IntegerField(required=False, help_text="Empty: a random seed (always recorded).",
+                              widget=forms.NumberInput(attrs={"min": 0, "max": MAX_SEED, "placeholder": "random"}))
+    width = forms.IntegerField(required=False, widget=forms.NumberInput(attrs={"step": 8, "min": 8}),
+                               help_text="A multiple of 8; empty: the model's native size.")
+    height = forms.IntegerField(required=False, widget=forms.NumberInput(attrs={"step": 8, "min": 8}))
+    count = forms.IntegerField(initial=1, label="Images", widget=forms.NumberInput(attrs={"min": 1}))
+
+    def __init__(self, *args, user, lora_weights: dict[int, float] | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.user = user
+        self.fields["base_model"].queryset = selectors.base_models()
+        if "base_model" not in self.initial:
+            default = BaseModel.default()
+            if default is not None:
+                self.initial["base_model"] = default.pk
+        for name, setting in (("steps", "GENERATE_MAX_STEPS"), ("count", "GENERATE_MAX_COUNT")):
+            self.fields[name].widget.attrs["max"] = getattr(settings, setting)
+        for name in ("width", "height"):
+            self.fields[name].widget.attrs["max"] = settings.GENERATE_MAX_SIDE
+        self.usable_loras = list(selectors.usable_loras(user))
+        # Unbound: which LoRAs start ticked, with which weights (from "use these settings").
+        self.initial_lora_weights = dict(lora_weights or {})
+        self.lora_choices: list[LoraChoice] = []
+
+    def _posted_weight(self, pk: int, problems: list[str], name: str) -> float | None:
+        raw = (self.data.get(f"weight_{pk}") or "").strip()
+        if not raw:
+            return None
+        try:
+            return float(raw)
+        except ValueError:
+            problems.append(f"the weight of LoRA {name!r} is not a number")
+            return None
+
+    def clean(self):
+        cleaned = super().clean()
+        by_pk = {lora.pk: lora for lora in self.usable_loras}
+        problems: list[str] = []
+        choices: list[LoraChoice] = []
+        for raw in self.data.getlist("lora") if hasattr(self.data, "getlist") else []:
+            try:
+                pk = int(raw)
+            except (TypeError, ValueError):
+                problems.append(f"{raw!r} is not a LoRA")
+                continue
+            lora = by_pk.get(pk)
+            if lora is None:
+                problems.append(f"there is no LoRA #{pk} that you may use")
+                continue
+            choices.append(LoraChoice(lora, self._posted_weight(pk, problems, lora.name)))
+        if problems:
+            raise forms.ValidationError("Cannot use these LoRAs: " + "; ".join(problems) + ".")
+        self.lora_choices = choices
+        return cleaned
+
+    def generation_kwargs(self) -> dict:
+        data = self.cleaned_data
+        return {
+            "prompt": data["prompt"],
+            "negative_prompt": data.get("negative_prompt") or "",
+            "base_model": data["base_model"],
+            "loras": self.lora_choices,
+            "scheduler": data["scheduler"],
+            "steps": data["steps"],
+            "guidance_scale": data["guidance_scale"],
+            "seed": data.get("seed"),
+            "width": data.get("width"),
+            "height": data.get("height"),
+            "count": data["count"],
+        }
+
+    def lora_rows(self) -> list[dict]:
+        """One row per LoRA the user may pick: ticked or not, with the weight its slider shows."""
+        if self.is_bound:
+            ticked = {str(v) for v in self.data.getlist("lora")} if hasattr(self.data, "getlist") else set()
+            weights = {}
+            for lora in self.usable_loras:
+                try:
+                    weights[lora.pk] = float(self.data.get(f"weight_{lora.pk}") or lora.default_weight)
+                except ValueError:
+                    weights[lora.pk] = lora.default_weight
+            checked = {lora.pk for lora in self.usable_loras if str(lora.pk) in ticked}
+        else:
+            weights = {lora.pk: self.initial_lora_weights.get(lora.pk, lora.default_weight)
+                       for lora in self.usable_loras}
+            checked = set(self.initial_lora_weights)
+        return [{"lora": lora, "checked": lora.pk in checked, "weight": weights[lora.pk],
+                 "slider_min": min(SLIDER_MIN, weights[lora.pk]), "slider_max": max(SLIDER_MAX, weights[lora.pk])}
+                for lora in self.usable_loras]
+
+    def selected_base_model_pk(self):
+        if self.is_bound:
+            return str(self.data.get("base_model") or "")
+        value = self.initial.get("base_model")
+        return str(value.pk if isinstance(value, BaseModel) else value or "")

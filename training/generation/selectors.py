@@ -1,0 +1,217 @@
+"""Reads for generation: the fair queue order, queue positions, the LoRAs a user may pick, a job's images.
+
+Fair order: RQ queues are first in, first out, so the `generate` queue only carries one anonymous "dispatch"
+task per queued row, and the worker that runs a task starts the *fairest* queued row, not necessarily the
+row the task was created for. Fairest means round robin over users: the user whose last generation started
+longest ago (or who never started one) goes first; ties go to the oldest queued row; a user's own rows run
+oldest first. `fair_order()` simulates that rule over every queued row, which gives each row its position.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import defaultdict, deque
+from typing import Any
+
+from django.db.models import Max, Q
+
+from gallery.models import Image
+from imagineer.models import JobStatus
+
+from ..models import BaseModel, GenerationJob, LoraModel
+
+
+def dispatchable_jobs():
+    """Queued rows a worker may start: not cancelled, and sent to the queue (inline runs have no RQ task)."""
+    return GenerationJob.objects.filter(status=JobStatus.QUEUED, cancel_requested=False).exclude(rq_job_id="")
+
+
+def _owner_heads() -> tuple[dict[int, deque], dict[int, tuple]]:
+    rows = dispatchable_jobs().order_by("created_at", "pk").only("pk", "owner_id", "created_at", "rq_job_id")
+    per_owner: dict[int, deque] = defaultdict(deque)
+    for row in rows:
+        per_owner[row.owner_id].append(row)
+    if not per_owner:
+        return {}, {}
+    last_started = dict(
+        GenerationJob.objects.filter(owner_id__in=list(per_owner), started_at__isnull=False)
+        .values("owner_id").annotate(last=Max("started_at")).values_list("owner_id", "last")
+    )
+    # Never started sorts before any real start time, which sorts before the turns handed out in a simulation.
+    keys = {owner: (0, 0.0) if last_started.get(owner) is None else (1, last_started[owner].timestamp())
+            for owner in per_owner}
+    return per_owner, keys
+
+
+def fair_order() -> list[GenerationJob]:
+    """Every dispatchable row in the order the workers will start them (if nothing else is queued meanwhile)."""
+    per_owner, keys = _owner_heads()
+    heap: list[tuple[Any, ...]] = []
+    for owner, rows in per_owner.items():
+        head = rows[0]
+        heap.append((keys[owner], head.created_at.timestamp(), head.pk, owner))
+    heapq.heapify(heap)
+    order: list[GenerationJob] = []
+    turn = 0
+    while heap:
+        _, _, _, owner = heapq.heappop(heap)
+        rows = per_owner[owner]
+        order.append(rows.popleft())
+        if rows:
+            turn += 1
+            head = rows[0]
+            heapq.heappush(heap, ((2, float(turn)), head.created_at.timestamp(), head.pk, owner))
+    return order
+
+
+def claim_candidates(limit: int = 20) -> list[GenerationJob]:
+    """The next row of each user, fairest first: what a worker tries to claim, in this order."""
+    per_owner, keys = _owner_heads()
+    heads = sorted(((keys[o], rows[0].created_at.timestamp(), rows[0].pk, rows[0]) for o, rows in per_owner.items()),
+                   key=lambda item: item[:3])
+    return [item[3] for item in heads[:limit]]
+
+
+def queue_positions() -> dict[int, int]:
+    """{job id: position}, 1 being the next row a free worker starts."""
+    return {job.pk: n for n, job in enumerate(fair_order(), start=1)}
+
+
+def queue_position(job: GenerationJob) -> int | None:
+    if job.status != JobStatus.QUEUED or not job.rq_job_id:
+        return None
+    return queue_positions().get(job.pk)
+
+
+def user_jobs(user):
+    return GenerationJob.objects.filter(owner=user).select_related("base_model")
+
+
+def active_jobs_with_positions(user) -> list[GenerationJob]:
+    """The user's queued and running jobs, each with `.position` (None while running)."""
+    jobs = list(user_jobs(user).active().order_by("created_at", "pk"))
+    positions = queue_positions() if any(j.status == JobStatus.QUEUED for j in jobs) else {}
+    for job in jobs:
+        job.position = positions.get(job.pk)
+    return jobs
+
+
+def usable_loras(user):
+    """LoRAs the user may generate with: public ones, their own, and every one for staff."""
+    qs = LoraModel.objects.select_related("base_model", "owner").order_by("friendly_name", "name")
+    if user is None or not user.is_authenticated:
+        return qs.filter(is_public=True)
+    if user.is_staff:
+        return qs
+    return qs.filter(Q(is_public=True) | Q(owner=user))
+
+
+def base_models():
+    return BaseModel.objects.order_by("-is_default", "name")
+
+
+def job_images(job: GenerationJob) -> list[Image]:
+    """The job's images in order: the ones it made, and the ones it reproduced that an earlier job made first.
+
+    The gallery keeps one row per owner and content, so a regenerate with the same seed and settings gives the
+    existing image back; the job lists it in `counters["image_ids"]`.
+    """
+    ids = list(job.counters.get("image_ids") or [])
+    if not ids:
+        ids = list(job.outputs.order_by("index").values_list("image_id", flat=True))
+    found = {image.pk: image for image in Image.objects.filter(pk__in=ids)}
+    return [found[i] for i in ids if i in found]
+
+
+def lora_entries(job: GenerationJob):
+    return job.lora_entries.select_related("lora").order_by("position")
+
+
+def generation_of_image(image: Image) -> GenerationJob | None:
+    """The job that first made this image, or None."""
+    from ..models import GenerationOutput
+
+    output = GenerationOutput.objects.select_related("job", "job__base_model").filter(image=image).first()
+    return output.job if output else None
+
+
+def settings_from_image(image: Image, user) -> tuple[dict, dict[int, float], list[str]]:
+    """Form settings that reproduce `image`: (initial values, {LoRA id: weight}, notes for the user).
+
+    Images made here carry their job; other PNGs may carry A1111 "parameters" text (from A1111, Forge, ...),
+    read without loading any model. LoRAs the user may not use, or of another model kind, are left out with a note.
+    """
+    from ..models import GenerationOutput
+
+    notes: list[str] = []
+    output = GenerationOutput.objects.select_related("job", "job__base_model").filter(image=image).first()
+    usable = {lora.name: lora for lora in usable_loras(user)}
+    if output is not None:
+        job = output.job
+        initial = {"prompt": job.prompt, "negative_prompt": job.negative_prompt, "base_model": job.base_model_id,
+                   "scheduler": job.scheduler, "steps": job.steps, "guidance_scale": job.guidance_scale,
+                   "seed": output.seed, "width": job.width, "height": job.height, "count": 1}
+        wanted = [(entry.lora.name, entry.weight) for entry in lora_entries(job)]
+        kind = job.base_model.kind
+    else:
+        parsed = _png_parameters(image)
+        if parsed is None:
+            return {}, {}, ["This image carries no generation settings."]
+        initial = {"prompt": parsed.get("prompt", ""), "negative_prompt": parsed.get("negative_prompt", ""),
+                   "count": 1}
+        for key, field in (("steps", "steps"), ("cfg_scale", "guidance_scale"), ("seed", "seed"),
+                           ("width", "width"), ("height", "height"), ("scheduler", "scheduler")):
+            if parsed.get(key) is not None:
+                initial[field] = parsed[key]
+        if parsed.get("sampler") and not parsed.get("scheduler"):
+            notes.append(f"The sampler {parsed['sampler']!r} is not available here; pick another.")
+        base = BaseModel.objects.filter(name=parsed.get("model") or "").first()
+        if base is not None:
+            initial["base_model"] = base.pk
+        elif parsed.get("model"):
+            notes.append(f"The model {parsed['model']!r} is not registered here; the default model is chosen.")
+        base = base or BaseModel.default()
+        kind = base.kind if base else None
+        wanted = list(parsed.get("loras") or [])
+    weights: dict[int, float] = {}
+    for name, weight in wanted:
+        lora = usable.get(name)
+        if lora is None:
+            notes.append(f"The LoRA {name!r} is not one you may use, so it was left out.")
+        elif kind and lora.base_model.kind != kind:
+            notes.append(f"The LoRA {name!r} is for another kind of model, so it was left out.")
+        else:
+            weights[lora.pk] = weight
+    return initial, weights, notes
+
+
+def _png_parameters(image: Image) -> dict | None:
+    from django.conf import settings
+    from django.core.files.storage import default_storage
+
+    from ..ml.a1111 import parse_a1111_parameters, read_png_parameters
+
+    if image.format != "PNG" or image.bytes > settings.GALLERY_MAX_UPLOAD_BYTES:
+        return None
+    try:
+        with default_storage.open(image.file.name, "rb") as handle:
+            text = read_png_parameters(handle.read())
+    except Exception:  # a missing or unreadable file simply has no settings to offer
+        return None
+    return parse_a1111_parameters(text) if text else None
+
+
+def settings_from_job(job: GenerationJob, user) -> tuple[dict, dict[int, float], list[str]]:
+    """Form settings to start from a job: the same, except a seed the user left random stays random."""
+    initial = {"prompt": job.prompt, "negative_prompt": job.negative_prompt, "base_model": job.base_model_id,
+               "scheduler": job.scheduler, "steps": job.steps, "guidance_scale": job.guidance_scale,
+               "seed": None if job.counters.get("seed_was_random") else job.seed, "width": job.width,
+               "height": job.height, "count": job.count}
+    usable = {lora.pk for lora in usable_loras(user)}
+    weights, notes = {}, []
+    for entry in lora_entries(job):
+        if entry.lora_id in usable:
+            weights[entry.lora_id] = entry.weight
+        else:
+            notes.append(f"The LoRA {entry.lora.name!r} is not one you may use, so it was left out.")
+    return initial, weights, notes

@@ -1,0 +1,87 @@
+from __future__ import annotations
+
+from django import forms
+
+from ..models import BaseModel
+from .params import MAX_EPOCHS, MAX_SAMPLE_PROMPT, PARAMS, PRESET_LABELS, PRESETS, RunInputError
+
+MIXED_CHOICES = [("no", "No (fp32)"), ("fp16", "fp16 (CUDA)"), ("bf16", "bf16 (CUDA)")]
+
+
+def _field(name: str) -> forms.Field:
+    param = PARAMS[name]
+    common = {"label": param.label, "help_text": param.help, "required": False}
+    if param.kind is bool:
+        return forms.BooleanField(initial=param.default, **common)
+    if name == "mixed_precision":
+        return forms.ChoiceField(choices=MIXED_CHOICES, initial=param.default, **common)
+    if param.kind is str:
+        return forms.CharField(max_length=MAX_SAMPLE_PROMPT, initial=param.default, **common)
+    bounds = {}
+    if param.minimum is not None and not param.exclusive_minimum:
+        bounds["min_value"] = param.minimum
+    if param.maximum is not None:
+        bounds["max_value"] = param.maximum
+    if param.kind is int:
+        return forms.IntegerField(initial=param.default, **bounds, **common)
+    attrs = {"step": "any"}
+    return forms.FloatField(initial=param.default, widget=forms.NumberInput(attrs=attrs), **bounds, **common)
+
+
+class RunForm(forms.Form):
+    """The create page. Types and bounds here; the service checks everything again (API and command too)."""
+
+    name = forms.CharField(max_length=100, required=False, help_text="Empty: the album names and the date.")
+    albums = forms.TypedMultipleChoiceField(coerce=int, widget=forms.CheckboxSelectMultiple,
+                                            error_messages={"required": "Choose at least one album."})
+    base_model = forms.ModelChoiceField(queryset=BaseModel.objects.none(), to_field_name="name", required=False,
+                                        empty_label=None)
+    preset = forms.ChoiceField(choices=[("", "Custom"), *PRESET_LABELS.items()], required=False, initial="standard")
+    epochs = forms.IntegerField(min_value=1, max_value=MAX_EPOCHS, required=False,
+                                help_text="Instead of steps: passes over the dataset.")
+
+    advanced = ("steps", "batch_size", "learning_rate", "rank", "alpha", "resolution", "seed", "mixed_precision",
+                "gradient_checkpointing", "caption_dropout", "center_crop", "random_flip", "checkpoint_every",
+                "sample_every", "sample_prompt")
+
+    def __init__(self, *args, albums=(), base_models=None, user=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        for name in self.advanced:
+            self.fields[name] = _field(name)
+        for name, value in PRESETS["standard"].items():
+            self.fields[name].initial = value
+        self.fields["resolution"].help_text += " Empty: the base model's native size."
+        self.fields["resolution"].initial = None
+        self.fields["sample_prompt"].help_text = "Several prompts: separate them with |."
+        self.album_rows = list(albums)
+        self.fields["albums"].choices = [(a.pk, self._album_label(a, user)) for a in self.album_rows]
+        if base_models is not None:
+            self.fields["base_model"].queryset = base_models
+            default = base_models.filter(is_default=True).first() or base_models.first()
+            self.fields["base_model"].initial = default.name if default else None
+
+    @staticmethod
+    def _album_label(album, user) -> str:
+        count = f"{album.image_count} image{'s' if album.image_count != 1 else ''}"
+        # Staff see everyone's albums: say whose an album is when it is not theirs.
+        whose = f"{album.owner.get_username()}: " if user is not None and album.owner_id != user.pk else ""
+        return f"{whose}{album.name} ({count})"
+
+    def params(self) -> dict:
+        data = {name: self.cleaned_data.get(name) for name in self.advanced}
+        data["epochs"] = self.cleaned_data.get("epochs")
+        return data
+
+    def add_service_errors(self, exc: RunInputError) -> None:
+        names = {"album_ids": "albums"}
+        for key, messages in exc.errors.items():
+            field = names.get(key, key)
+            for message in messages:
+                self.add_error(field if field in self.fields else None, message)
+
+
+class LoraEditForm(forms.Form):
+    friendly_name = forms.CharField(max_length=200, required=False)
+    default_weight = forms.FloatField(min_value=-4.0, max_value=4.0, widget=forms.NumberInput(attrs={"step": "0.05"}))
+    trigger_words = forms.CharField(max_length=300, required=False)
+    is_public = forms.BooleanField(required=False, label="Public: everyone may see and generate with it")

@@ -1,0 +1,245 @@
+"""Training pages: run list, create, run page (live progress), cancel/resume, downloads, LoRA list and detail."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import zipfile
+from pathlib import Path
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.files.storage import default_storage
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from imagineer.jobs import QueueUnavailable
+from imagineer.models import JobStatus
+
+from ..models import LoraModel, TrainingRun
+from . import selectors, services
+from .forms import LoraEditForm, RunForm
+from .params import PRESETS, RunInputError
+
+
+def _get_run_for_user(request: HttpRequest, pk: int) -> TrainingRun:
+    run = get_object_or_404(selectors.runs_visible_to(request.user), pk=pk)
+    return run
+
+
+def _get_lora_for_user(request: HttpRequest, pk: int) -> LoraModel:
+    return get_object_or_404(selectors.loras_visible_to(request.user), pk=pk)
+
+
+@login_required
+@require_GET
+def index(request: HttpRequest) -> HttpResponse:
+    show_all = request.user.is_staff and request.GET.get("all") == "1"
+    runs = selectors.runs_visible_to(request.user)
+    if not show_all:
+        runs = runs.filter(owner=request.user)
+    return render(request, "training/runs/index.html", {"runs": runs[:100], "show_all": show_all})
+
+
+def _run_form(request: HttpRequest, data=None) -> RunForm:
+    return RunForm(data, albums=selectors.albums_for_training(request.user), base_models=selectors.base_models(),
+                   user=request.user)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def run_create(request: HttpRequest) -> HttpResponse:
+    if request.method == "GET":
+        form = _run_form(request)
+        album = request.GET.get("album", "")
+        if album.isdigit():
+            form.initial["albums"] = [int(album)]
+        return _render_create(request, form)
+    form = _run_form(request, request.POST)
+    if not form.is_valid():
+        return _render_create(request, form, status=400)
+    base_model = form.cleaned_data.get("base_model")
+    try:
+        run = services.run_create(owner=request.user, album_ids=form.cleaned_data["albums"], params=form.params(),
+                                  name=form.cleaned_data["name"], base_model=base_model)
+    except RunInputError as exc:
+        form.add_service_errors(exc)
+        return _render_create(request, form, status=400)
+    except QueueUnavailable as exc:
+        form.add_error(None, str(exc))
+        return _render_create(request, form, status=503)
+    messages.success(request, "Training started.")
+    return redirect(run)
+
+
+def _render_create(request: HttpRequest, form: RunForm, status: int = 200) -> HttpResponse:
+    context = {"form": form, "presets": PRESETS, "has_albums": bool(form.album_rows),
+               "has_models": selectors.base_models().exists()}
+    return render(request, "training/runs/create.html", context, status=status)
+
+
+def _status_context(run: TrainingRun) -> dict:
+    lora = LoraModel.objects.filter(training_run=run).first()
+    return {
+        "run": run,
+        "eta": selectors.duration_text(run.eta),
+        "duration": selectors.duration_text(run.duration),
+        "chart": selectors.loss_chart(run),
+        "log": selectors.log_tail(run),
+        "samples": selectors.sample_images(run),
+        "files": selectors.run_files(run),
+        "lora": lora,
+        "can_resume": run.status in (JobStatus.CANCELLED, JobStatus.FAILED) and lora is None,
+    }
+
+
+@login_required
+@require_GET
+def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    run = _get_run_for_user(request, pk)
+    context = _status_context(run)
+    if request.htmx:
+        return render(request, "training/runs/_run_status.html", context)
+    context["albums"] = list(run.albums.all())
+    return render(request, "training/runs/detail.html", context)
+
+
+@login_required
+@require_POST
+def run_cancel(request: HttpRequest, pk: int) -> HttpResponse:
+    run = _get_run_for_user(request, pk)
+    if services.run_cancel(run=run):
+        messages.info(request, "Cancelling: the run saves a checkpoint, so it can be resumed.")
+    if request.htmx:
+        return render(request, "training/runs/_run_status.html", _status_context(run))
+    return redirect(run)
+
+
+@login_required
+@require_POST
+def run_resume(request: HttpRequest, pk: int) -> HttpResponse:
+    run = _get_run_for_user(request, pk)
+    try:
+        services.run_resume(run=run)
+    except (services.RunStateError, QueueUnavailable) as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, run.message)
+    if request.htmx:
+        run.refresh_from_db()
+        return render(request, "training/runs/_run_status.html", _status_context(run))
+    return redirect(run)
+
+
+@login_required
+@require_GET
+def run_download(request: HttpRequest, pk: int, what: str) -> HttpResponse:
+    run = _get_run_for_user(request, pk)
+    if what == "dataset":
+        return _dataset_zip(run)
+    path = selectors.run_files(run).get(what)
+    if path is None:
+        raise Http404("No such file.")
+    lora = LoraModel.objects.filter(training_run=run).first()
+    names = {"lora": f"{lora.name if lora else run.pk}.diffusers.safetensors",
+             "kohya": f"{lora.name if lora else run.pk}.safetensors", "log": f"run-{run.pk}.log"}
+    content_type = "text/plain; charset=utf-8" if what == "log" else "application/octet-stream"
+    return FileResponse(path.open("rb"), as_attachment=True, filename=names[what], content_type=content_type)
+
+
+def _dataset_zip(run: TrainingRun) -> HttpResponse:
+    """The frozen dataset as trained: kohya layout (image + .txt caption) plus metadata.jsonl."""
+    import json
+
+    root = Path(settings.WORK_DIR) / "exports"
+    root.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(dir=root, prefix=f"run-{run.pk}-"))
+    try:
+        archive = work / f"run-{run.pk}-dataset.zip"
+        lines = []
+        with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_STORED) as zf:
+            for n, entry in enumerate(run.dataset, start=1):
+                name = entry.get("file", "")
+                if not name or not default_storage.exists(name):
+                    continue
+                filename = f"{n:05d}{Path(name).suffix.lower()}"
+                with default_storage.open(name, "rb") as src, zf.open(filename, "w") as dst:
+                    shutil.copyfileobj(src, dst)
+                zf.writestr(f"{n:05d}.txt", entry.get("caption", "") + "\n")
+                lines.append(json.dumps({"file_name": filename, "text": entry.get("caption", ""),
+                                         "image_id": entry.get("image_id"), "sha256": entry.get("sha256")},
+                                        ensure_ascii=False))
+            zf.writestr("metadata.jsonl", "\n".join(lines) + ("\n" if lines else ""))
+        handle = archive.open("rb")
+    finally:
+        # On Linux the open handle keeps the data readable after the folder is gone.
+        shutil.rmtree(work, ignore_errors=True)
+    return FileResponse(handle, as_attachment=True, filename=f"run-{run.pk}-dataset.zip",
+                        content_type="application/zip")
+
+
+@login_required
+@require_GET
+def run_sample(request: HttpRequest, pk: int, step: int, index: int) -> HttpResponse:
+    run = _get_run_for_user(request, pk)
+    path = selectors.sample_path(run, step, index)
+    if path is None:
+        raise Http404("No such sample.")
+    response = FileResponse(path.open("rb"), content_type="image/png")
+    response["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
+@require_GET
+def lora_list(request: HttpRequest) -> HttpResponse:
+    loras = selectors.loras_visible_to(request.user)
+    mine = request.GET.get("mine") == "1" and request.user.is_authenticated
+    if mine:
+        loras = loras.filter(owner=request.user)
+    return render(request, "training/runs/lora_list.html", {"loras": loras[:200], "mine": mine})
+
+
+@require_GET
+def lora_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    lora = _get_lora_for_user(request, pk)
+    can_manage = selectors.can_manage(request.user, lora)
+    run = lora.training_run if lora.training_run_id and can_manage else None
+    form = LoraEditForm(initial={"friendly_name": lora.friendly_name, "default_weight": lora.default_weight,
+                                 "trigger_words": lora.trigger_words, "is_public": lora.is_public})
+    return render(request, "training/runs/lora_detail.html", {
+        "lora": lora, "run": run, "can_manage": can_manage, "form": form,
+        "has_diffusers": Path(lora.diffusers_file).is_file(),
+        "has_kohya": bool(lora.kohya_file) and Path(lora.kohya_file).is_file(),
+    })
+
+
+@login_required
+@require_POST
+def lora_edit(request: HttpRequest, pk: int) -> HttpResponse:
+    lora = _get_lora_for_user(request, pk)
+    if not selectors.can_manage(request.user, lora):
+        raise Http404("No such LoRA.")
+    form = LoraEditForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "; ".join(e for errors in form.errors.values() for e in errors))
+        return redirect(lora)
+    services.lora_update(lora=lora, **form.cleaned_data)
+    messages.success(request, "Saved.")
+    return redirect(lora)
+
+
+@require_GET
+def lora_download(request: HttpRequest, pk: int, fmt: str) -> HttpResponse:
+    lora = _get_lora_for_user(request, pk)
+    if fmt == "diffusers":
+        path, filename = Path(lora.diffusers_file), f"{lora.name}.diffusers.safetensors"
+    elif fmt == "kohya" and lora.kohya_file:
+        path, filename = Path(lora.kohya_file), f"{lora.name}.safetensors"
+    else:
+        raise Http404("No such format.")
+    if not path.is_file():
+        raise Http404("The file is gone.")
+    return FileResponse(path.open("rb"), as_attachment=True, filename=filename,
+                        content_type="application/octet-stream")

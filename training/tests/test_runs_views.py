@@ -1,0 +1,213 @@
+"""Training pages: create form, run page with its polled partial, cancel/resume, access rules, LoRA pages."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from django.test import Client
+
+from imagineer.models import JobStatus
+from training.models import LoraModel, TrainingRun
+from training.runs import services
+
+pytestmark = pytest.mark.usefixtures("training_redis_db", "media_root", "training_dirs")
+
+
+def _run(owner, albums, **params):
+    return services.run_create(owner=owner, album_ids=[a.pk for a in albums], params=params, name="Style",
+                               enqueue=False)
+
+
+def _lora(run, tmp_path, *, public=False, name="style"):
+    diffusers_file, kohya_file = tmp_path / f"{name}-d.safetensors", tmp_path / f"{name}-k.safetensors"
+    diffusers_file.write_bytes(b"diffusers weights")
+    kohya_file.write_bytes(b"kohya weights")
+    lora = services.lora_register(run=run, diffusers_file=diffusers_file, kohya_file=kohya_file, name=name)
+    LoraModel.objects.filter(pk=lora.pk).update(is_public=public)
+    lora.refresh_from_db()
+    return lora
+
+
+def test_the_create_page_offers_only_your_albums_with_image_counts(user_client, staff_client, user, other_user,
+                                                                    make_run_album, unloaded_model):
+    make_run_album(user, "Mine")
+    make_run_album(other_user, "Theirs")
+    page = user_client.get("/training/runs/new/")
+    assert page.status_code == 200
+    assert "Mine (4 images)" in page.content.decode() and "Theirs" not in page.content.decode()
+    assert b'id="training-presets"' in page.content and b"js/training.js" in page.content
+    # Staff may train on anyone's album, so they see whose each one is.
+    assert "bob: Theirs (4 images)" in staff_client.get("/training/runs/new/").content.decode()
+
+
+def test_posting_the_form_starts_a_run(user_client, user, run_album, unloaded_model, redis_conn,
+                                       django_capture_on_commit_callbacks):
+    shapes, _ = run_album
+    with django_capture_on_commit_callbacks(execute=True):
+        response = user_client.post("/training/runs/new/", {
+            "albums": [shapes.pk], "base_model": "tiny", "steps": "50", "batch_size": "1", "learning_rate": "0.0001",
+            "rank": "8", "alpha": "8", "resolution": "", "seed": "3", "mixed_precision": "no",
+            "checkpoint_every": "10", "sample_every": "0", "random_flip": "on",
+        })
+    run = TrainingRun.objects.get()
+    assert response.status_code == 302 and response["Location"] == run.get_absolute_url()
+    assert (run.owner, run.steps, run.rank, run.resolution, run.random_flip, run.center_crop) == (
+        user, 50, 8, 512, True, False)
+    assert redis_conn.llen("rq:queue:train") == 1
+
+
+def test_bad_settings_are_explained_and_nothing_is_created(user_client, other_user, run_album, make_run_album,
+                                                           unloaded_model):
+    shapes, _ = run_album
+    theirs, _ = make_run_album(other_user, "Theirs")
+    response = user_client.post("/training/runs/new/", {
+        "albums": [shapes.pk], "steps": "0", "resolution": "100", "learning_rate": "-1", "sample_every": "5",
+    })
+    assert response.status_code == 400
+    text = response.content.decode()
+    assert "Ensure this value is greater than or equal to 1" in text
+    response = user_client.post("/training/runs/new/", {"albums": [shapes.pk], "resolution": "100",
+                                                         "learning_rate": "-1", "sample_every": "5"})
+    text = response.content.decode()
+    assert response.status_code == 400
+    assert "multiple of 8" in text and "Learning rate must be more than 0" in text and "sample prompt" in text
+    response = user_client.post("/training/runs/new/", {"albums": [theirs.pk]})
+    assert response.status_code == 400 and "Select a valid choice" in response.content.decode()
+    assert TrainingRun.objects.count() == 0
+
+
+def test_run_pages_and_actions_are_404_for_other_users_and_open_to_staff(
+    user, other_client, staff_client, run_album, unloaded_model
+):
+    shapes, _ = run_album
+    run = _run(user, [shapes])
+    for url in (f"/training/runs/{run.pk}/", f"/training/runs/{run.pk}/download/log/",
+                f"/training/runs/{run.pk}/download/dataset/", f"/training/runs/{run.pk}/samples/1/0.png"):
+        assert other_client.get(url).status_code == 404, url
+    for url in (f"/training/runs/{run.pk}/cancel/", f"/training/runs/{run.pk}/resume/"):
+        assert other_client.post(url).status_code == 404, url
+    run.refresh_from_db()
+    assert run.status == JobStatus.QUEUED and not run.cancel_requested
+    assert staff_client.get(f"/training/runs/{run.pk}/").status_code == 200
+    assert Client().get(f"/training/runs/{run.pk}/").status_code == 302  # to the login page
+
+
+def test_the_run_list_shows_your_runs_and_staff_may_see_everyones(user, other_user, user_client, staff_client,
+                                                                  make_run_album, unloaded_model):
+    mine, _ = make_run_album(user, "Mine")
+    theirs, _ = make_run_album(other_user, "Theirs")
+    _run(user, [mine])
+    TrainingRun.objects.filter(pk=_run(other_user, [theirs]).pk).update(name="Their style")
+    assert "Their style" not in user_client.get("/training/").content.decode()
+    assert "Style" in user_client.get("/training/").content.decode()
+    assert "Their style" in staff_client.get("/training/?all=1").content.decode()
+
+
+def test_the_status_partial_polls_while_the_run_is_active_and_draws_the_loss(user, user_client, run_album,
+                                                                             unloaded_model):
+    shapes, _ = run_album
+    run = _run(user, [shapes], steps=100)
+    TrainingRun.objects.filter(pk=run.pk).update(
+        status=JobStatus.RUNNING, step=40, total_steps=100, steps_per_second=2.0,
+        loss_history=[[10, 0.5], [20, 0.4], [30, 0.35], [40, 0.3]], message="Step 40 of 100, loss 0.3000",
+    )
+    partial = user_client.get(f"/training/runs/{run.pk}/", HTTP_HX_REQUEST="true")
+    text = partial.content.decode()
+    assert partial.status_code == 200 and "<html" not in text
+    assert 'hx-trigger="every 2s"' in text and "<polyline" in text and "about 30 s" in text
+    assert 'value="0"' in text or "<progress" in text
+    TrainingRun.objects.filter(pk=run.pk).update(status=JobStatus.SUCCEEDED)
+    done = user_client.get(f"/training/runs/{run.pk}/", HTTP_HX_REQUEST="true").content.decode()
+    assert "hx-trigger" not in done
+
+
+def test_cancel_and_resume_from_the_run_page(user, user_client, run_album, unloaded_model, redis_conn):
+    shapes, _ = run_album
+    run = _run(user, [shapes])
+    response = user_client.post(f"/training/runs/{run.pk}/cancel/", HTTP_HX_REQUEST="true")
+    run.refresh_from_db()
+    assert response.status_code == 200 and run.status == JobStatus.CANCELLED
+    assert "Resume" in response.content.decode()
+    response = user_client.post(f"/training/runs/{run.pk}/resume/")
+    run.refresh_from_db()
+    assert response.status_code == 302 and run.status == JobStatus.QUEUED
+    response = user_client.post(f"/training/runs/{run.pk}/resume/", follow=True)
+    assert "Only a cancelled or failed run can be resumed" in response.content.decode()
+
+
+def test_a_public_lora_is_visible_to_everyone_and_a_private_one_only_to_its_owner(
+    user, other_client, user_client, run_album, unloaded_model, tmp_path
+):
+    shapes, _ = run_album
+    public = _lora(_run(user, [shapes]), tmp_path, public=True, name="public-style")
+    private = _lora(_run(user, [shapes]), tmp_path, name="private-style")
+    anonymous = Client()
+    assert anonymous.get(f"/training/loras/{public.pk}/").status_code == 200
+    download = anonymous.get(f"/training/loras/{public.pk}/download/kohya/")
+    assert download.status_code == 200 and b"".join(download.streaming_content) == b"kohya weights"
+    assert 'filename="public-style.safetensors"' in download["Content-Disposition"]
+    for client in (anonymous, other_client):
+        assert client.get(f"/training/loras/{private.pk}/").status_code == 404
+        assert client.get(f"/training/loras/{private.pk}/download/diffusers/").status_code == 404
+    listing = other_client.get("/training/loras/").content.decode()
+    assert "public-style" in listing and "private-style" not in listing
+    page = user_client.get(f"/training/loras/{private.pk}/").content.decode()
+    assert "private-style" in page and "Edit" in page
+    # Only the owner edits: making it public is theirs to decide.
+    assert other_client.post(f"/training/loras/{public.pk}/edit/", {"default_weight": "1"}).status_code == 404
+    response = user_client.post(f"/training/loras/{private.pk}/edit/", {
+        "friendly_name": "Private style", "default_weight": "0.8", "trigger_words": "ptx", "is_public": "on"})
+    private.refresh_from_db()
+    assert response.status_code == 302 and private.is_public and private.default_weight == 0.8
+    assert other_client.get(f"/training/loras/{private.pk}/").status_code == 200
+
+
+def test_a_lora_whose_file_is_gone_is_a_404_download_not_an_error(user, user_client, run_album, unloaded_model,
+                                                                   tmp_path):
+    shapes, _ = run_album
+    lora = _lora(_run(user, [shapes]), tmp_path)
+    Path(lora.kohya_file).unlink()
+    assert user_client.get(f"/training/loras/{lora.pk}/download/kohya/").status_code == 404
+    assert user_client.get(f"/training/loras/{lora.pk}/download/other/").status_code == 404
+    assert user_client.get(f"/training/runs/{lora.training_run_id}/download/kohya/").status_code == 404
+
+
+def test_the_dataset_download_is_the_frozen_snapshot(user, user_client, run_album, unloaded_model):
+    import io
+    import json
+    import zipfile
+
+    from gallery import services as gallery_services
+
+    shapes, images = run_album
+    run = _run(user, [shapes])
+    gallery_services.album_remove_images(album=shapes, ids=[images[0].pk])
+    response = user_client.get(f"/training/runs/{run.pk}/download/dataset/")
+    archive = zipfile.ZipFile(io.BytesIO(b"".join(response.streaming_content)))
+    names = archive.namelist()
+    assert {"00001.png", "00001.txt", "00004.png", "metadata.jsonl"} <= set(names)
+    rows = [json.loads(line) for line in archive.read("metadata.jsonl").decode().splitlines()]
+    assert [r["image_id"] for r in rows] == [i.pk for i in images] and rows[0]["text"] == "Shapes"
+
+
+def test_the_admin_lists_and_opens_base_models_runs_and_loras(staff_client, user, run_album, unloaded_model,
+                                                              tmp_path):
+    shapes, _ = run_album
+    run = _run(user, [shapes])
+    lora = _lora(run, tmp_path)
+    for model, pk in (("basemodel", unloaded_model.pk), ("trainingrun", run.pk), ("loramodel", lora.pk)):
+        assert staff_client.get(f"/admin/training/{model}/").status_code == 200, model
+        assert staff_client.get(f"/admin/training/{model}/{pk}/change/").status_code == 200, model
+    # The default moves to the model saved last instead of failing on the one-default constraint.
+    folder = tmp_path / "second"
+    folder.mkdir()
+    (folder / "model_index.json").write_text('{"_class_name": "StableDiffusionPipeline"}')
+    response = staff_client.post("/admin/training/basemodel/add/", {
+        "name": "second", "kind": "sd15", "source": str(folder), "source_type": "folder", "description": "",
+        "is_default": "on"})
+    assert response.status_code == 302
+    assert list(type(unloaded_model).objects.filter(is_default=True).values_list("name", flat=True)) == ["second"]
+    bad = staff_client.post("/admin/training/basemodel/add/", {
+        "name": "third", "kind": "sd15", "source": str(tmp_path / "nowhere"), "source_type": "folder"})
+    assert bad.status_code == 200 and "is not a folder" in bad.content.decode()
