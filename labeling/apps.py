@@ -34,13 +34,27 @@ class LabelingConfig(AppConfig):
 
 
 def remove_orphan_containers() -> int:
-    """Containers a killed labeling worker left behind (older than any batch can run) are removed."""
+    """Remove labeler containers that no worker is waiting for any more (a worker killed mid-batch).
+
+    Run by the reaper after it has failed the stale jobs: when no claude-docker job is running, every
+    labeler container is an orphan and goes at once. While one runs, its container cannot be told
+    apart from a leftover, so only containers older than any batch can run are removed.
+    """
     import os
+    from datetime import UTC, datetime
 
     from django.conf import settings
 
+    from imagineer.models import JobStatus
+
+    from .models import LabelingJob
+
     if not os.environ.get("DOCKER_HOST") and not os.path.exists("/var/run/docker.sock"):
         return 0
-    from .backends.container import remove_stale_containers
+    from .backends.container import ContainerBackend, remove_stale_containers
 
-    return remove_stale_containers(older_than=settings.LABEL_CONTAINER_TIMEOUT + 60)
+    # Taken before the query: a container created after it belongs to a job that started since.
+    now = datetime.now(UTC)
+    if LabelingJob.objects.filter(backend=ContainerBackend.name, status=JobStatus.RUNNING).exists():
+        return remove_stale_containers(older_than=settings.LABEL_CONTAINER_TIMEOUT + 60, now=now)
+    return remove_stale_containers(now=now)

@@ -67,9 +67,11 @@ def remove_orphan_work_dirs() -> int:
     now = time.time()
     for path in root.iterdir():
         match = _WORK_DIR_NAME.match(path.name)
-        if not match or not path.is_dir() or now - path.stat().st_mtime < ORPHAN_WORK_DIR_SECONDS:
+        if not match or not path.is_dir():
             continue
-        if ScrapeJob.objects.filter(pk=int(match.group(1)), status="running").exists():
+        status = ScrapeJob.objects.filter(pk=int(match.group(1))).values_list("status", flat=True).first()
+        # A finished job's dir goes at once; one without a row only once it is old (it may be brand new).
+        if status == "running" or (status is None and now - path.stat().st_mtime < ORPHAN_WORK_DIR_SECONDS):
             continue
         shutil.rmtree(path, ignore_errors=True)
         removed += 1

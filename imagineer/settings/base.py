@@ -12,6 +12,7 @@ from .env import (
     check_redis_url,
     env_bool,
     env_choice,
+    env_dict,
     env_float,
     env_int,
     env_list,
@@ -331,6 +332,9 @@ LABEL_CONTAINER_CPUS = env_float("IMAGINEER_LABEL_CPUS", 1.0, minimum=0.1)
 # Empty: the engine's default network (the real Claude CLI must reach the API); "none" cuts it off.
 LABEL_CONTAINER_NETWORK = env_str("IMAGINEER_LABEL_NETWORK", "")
 LABEL_CONTAINER_PIDS = env_int("IMAGINEER_LABEL_PIDS", 256, minimum=16)
+# Extra environment for the labeler container ("HTTPS_PROXY=http://proxy:3128,NO_PROXY=a\,b"); the
+# backend's own variables (credentials, HOME) win over these.
+LABEL_CONTAINER_ENV = env_dict("IMAGINEER_LABEL_ENV")
 LABEL_BATCH_SIZE = env_int("IMAGINEER_LABEL_BATCH_SIZE", 8, minimum=1, maximum=100)
 LABEL_DEFAULT_BACKEND = env_choice("IMAGINEER_LABEL_BACKEND", "local", {"local", "claude-docker", "anthropic"})
 ANTHROPIC_API_KEY = env_str("ANTHROPIC_API_KEY")

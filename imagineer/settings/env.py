@@ -7,6 +7,7 @@ so a typo in a deployment fails at start-up with a message a person can act on.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlparse
 
@@ -67,6 +68,35 @@ def env_list(name: str, default: list[str] | None = None) -> list[str]:
     if raw is None:
         return list(default or [])
     return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# Entries are split on commas that are not escaped: "\," is a literal comma inside a value.
+_UNESCAPED_COMMA = re.compile(r"(?<!\\),")
+
+
+def env_dict(name: str) -> dict[str, str]:
+    """KEY=VALUE pairs separated by commas ("A=1,B=x=y"); "\\," puts a comma in a value (NO_PROXY=a\\,b).
+
+    Keys must be environment variable names and may appear once; values may be empty or contain "=".
+    """
+    raw = os.environ.get(name, "")
+    result: dict[str, str] = {}
+    for entry in _UNESCAPED_COMMA.split(raw):
+        entry = entry.strip()
+        if not entry:
+            continue
+        key, sep, value = entry.partition("=")
+        key = key.strip()
+        if not sep or not _ENV_NAME.fullmatch(key):
+            raise ImproperlyConfigured(
+                f"{name}: the entry {entry!r} is not KEY=VALUE with KEY a variable name "
+                "(entries are separated by commas; write \\, for a comma inside a value)."
+            )
+        if key in result:
+            raise ImproperlyConfigured(f"{name}: {key} is given twice.")
+        result[key] = value.strip().replace("\\,", ",")
+    return result
 
 
 def env_choice(name: str, default: str, choices: set[str]) -> str:

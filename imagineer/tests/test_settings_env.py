@@ -6,7 +6,15 @@ from pathlib import Path
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from imagineer.settings.env import check_redis_url, env_bool, env_choice, env_int, env_list, parse_database_url
+from imagineer.settings.env import (
+    check_redis_url,
+    env_bool,
+    env_choice,
+    env_dict,
+    env_int,
+    env_list,
+    parse_database_url,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -38,6 +46,34 @@ def test_it_splits_lists_and_checks_choices(monkeypatch):
     monkeypatch.setenv("X_CHOICE", "loud")
     with pytest.raises(ImproperlyConfigured, match="not one of: json, text"):
         env_choice("X_CHOICE", "text", {"text", "json"})
+
+
+def test_it_reads_key_value_pairs(monkeypatch):
+    monkeypatch.delenv("X_ENV", raising=False)
+    assert env_dict("X_ENV") == {}
+    monkeypatch.setenv("X_ENV", " HTTPS_PROXY=http://proxy:3128 , ,EMPTY=,Q=a=b,NO_PROXY=localhost\\,127.0.0.1")
+    assert env_dict("X_ENV") == {
+        "HTTPS_PROXY": "http://proxy:3128", "EMPTY": "", "Q": "a=b", "NO_PROXY": "localhost,127.0.0.1",
+    }
+
+
+@pytest.mark.parametrize("raw, message", [
+    ("A=1,B", "the entry 'B' is not KEY=VALUE"),
+    ("=1", "the entry '=1' is not KEY=VALUE"),
+    ("1A=x", "the entry '1A=x' is not KEY=VALUE"),
+    ("MY KEY=x", "the entry 'MY KEY=x' is not KEY=VALUE"),
+    ("A=1,A=2", "A is given twice"),
+])
+def test_it_rejects_malformed_key_value_pairs_naming_the_variable(monkeypatch, raw, message):
+    monkeypatch.setenv("X_ENV", raw)
+    with pytest.raises(ImproperlyConfigured, match=f"^X_ENV: {message}"):
+        env_dict("X_ENV")
+
+
+def test_it_stops_start_up_on_a_malformed_label_env(tmp_path):
+    result = _load_settings({"DEBUG": "1", "IMAGINEER_DATA_DIR": str(tmp_path), "IMAGINEER_LABEL_ENV": "PROXY"})
+    assert result.returncode != 0
+    assert "IMAGINEER_LABEL_ENV: the entry 'PROXY' is not KEY=VALUE" in result.stderr
 
 
 def test_it_parses_postgres_and_sqlite_urls():

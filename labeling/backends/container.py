@@ -109,14 +109,15 @@ def connect(timeout: float = 30):
     return client
 
 
-def remove_stale_containers(*, older_than: float = 0.0, client=None) -> int:
-    """Remove labeler containers (ours, by label) created more than `older_than` seconds ago.
+def remove_stale_containers(*, older_than: float = 0.0, now: datetime | None = None, client=None) -> int:
+    """Remove labeler containers (ours, by label) created more than `older_than` seconds before `now`.
 
-    For a reaper: a worker killed mid-batch cannot run its own clean-up.
+    For a reaper: a worker killed mid-batch cannot run its own clean-up. `now` (default: the call's
+    time) lets a caller that decided from the database first spare containers started after it looked.
     """
     client = client or connect()
     removed = 0
-    now = datetime.now(UTC)
+    now = now or datetime.now(UTC)
     for container in client.containers.list(all=True, filters={"label": CONTAINER_LABEL}):
         created = _parse_created(container.attrs.get("Created", ""))
         if created is not None and (now - created).total_seconds() < older_than:
@@ -166,7 +167,8 @@ class ContainerBackend:
         """Options default to the LABEL_CONTAINER_* settings.
 
         network_mode: None uses the engine's default network (the real Claude needs to reach the
-        API); "none" cuts the container off. environment/labels are added to the container's own.
+        API); "none" cuts the container off. environment/labels are added to the container's own;
+        environment also wins over LABEL_CONTAINER_ENV.
         work_dir: where batch temp dirs are made; must be visible to the engine.
         """
         from django.conf import settings
@@ -182,7 +184,8 @@ class ContainerBackend:
         self.network_mode = network_mode if network_mode is not None else (settings.LABEL_CONTAINER_NETWORK or None)
         self.user = user
         self.model = model
-        self.environment = dict(environment or {})
+        # LABEL_CONTAINER_ENV (IMAGINEER_LABEL_ENV, e.g. a proxy for the CLI) under the explicit option.
+        self.environment = {**settings.LABEL_CONTAINER_ENV, **(environment or {})}
         self.labels = dict(labels or {})
         self.work_dir = str(work_dir) if work_dir else None
         self._client = client
