@@ -156,3 +156,16 @@ def test_export_zip_in_both_formats(user_client, user, ingest):
 def test_export_of_someone_elses_album_is_404(other_client, user):
     album = gallery_services.album_create(owner=user, name="Mine", is_public=True)
     assert other_client.get(f"/labeling/albums/{album.pk}/export.zip?format=kohya").status_code == 404
+
+
+def test_each_label_can_be_edited_inline_by_its_owner(user_client, other_client, user, ingest):
+    image = ingest(user, is_public=True)
+    label = services.tag_add(image=image, user=user, value="sunset")
+    mine = user_client.get(f"/gallery/images/{image.pk}/").content.decode()
+    assert f'hx-post="/labeling/labels/{label.pk}/edit/"' in mine
+    theirs = other_client.get(f"/gallery/images/{image.pk}/").content.decode()
+    assert f"/labeling/labels/{label.pk}/edit/" not in theirs and "sunset" in theirs
+    response = user_client.post(f"/labeling/labels/{label.pk}/edit/", {"value": "Golden Sunset"}, **HTMX)
+    assert response.status_code == 200 and "golden sunset" in response.content.decode()
+    label.refresh_from_db()
+    assert label.value == "golden sunset"
