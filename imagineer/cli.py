@@ -55,3 +55,20 @@ def finish(command, job: Job) -> None:
         command.stdout.write(f"Job {job.pk} is {job.status}: {job.message}")
         return
     raise CommandError(f"Job {job.pk} {job.status}: {job.error or job.message}")
+
+
+def resolve_owner(username: str | None):
+    """The user a command acts for: the named one, else the only active user, else the only superuser."""
+    from django.contrib.auth import get_user_model
+
+    users = get_user_model().objects
+    if username:
+        owner = users.filter(username=username).first()
+        if owner is None:
+            raise CommandError(f"No user named {username!r}.")
+        return owner
+    for candidates in (users.filter(is_active=True), users.filter(is_active=True, is_superuser=True)):
+        found = list(candidates[:2])
+        if len(found) == 1:
+            return found[0]
+    raise CommandError("Name the owner with --owner USERNAME.")

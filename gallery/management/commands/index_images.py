@@ -10,7 +10,6 @@ from multiprocessing import get_context
 from pathlib import Path
 
 from django.conf import settings
-from django.contrib.auth import get_user_model
 from django.core.management.base import CommandError
 from tqdm import tqdm
 
@@ -18,6 +17,7 @@ from gallery.imaging import ImageRejected
 from gallery.indexing import init_worker, prepare_file
 from gallery.models import Image, ImageSource
 from gallery.services import StorageFailed, album_get_or_create, image_ingest
+from imagineer.cli import resolve_owner
 from imagineer.maintenance import MaintenanceCommand
 
 
@@ -49,7 +49,7 @@ class Command(MaintenanceCommand):
         parser.add_argument("paths", nargs="+", metavar="PATH", help="Files or directories to import.")
         parser.add_argument("--album", metavar="NAME", help="Add the images to this album (created if missing).")
         parser.add_argument("--owner", metavar="USERNAME",
-                            help="Owner of the images (default: the only superuser, if there is exactly one).")
+                            help="Owner of the images (default: the only user, else the only superuser).")
         parser.add_argument("--public", action="store_true", help="Make the imported images public.")
         parser.add_argument("--recursive", "-r", action="store_true", help="Descend into subdirectories.")
         parser.add_argument("--workers", "-j", type=int, default=1,
@@ -57,16 +57,7 @@ class Command(MaintenanceCommand):
         parser.add_argument("--no-progress", action="store_true", help="Do not show a progress bar.")
 
     def _owner(self, username: str | None):
-        users = get_user_model()
-        if username:
-            try:
-                return users.objects.get(username=username)
-            except users.DoesNotExist:
-                raise CommandError(f"No user named {username!r}.") from None
-        admins = list(users.objects.filter(is_superuser=True)[:2])
-        if len(admins) != 1:
-            raise CommandError("Name the owner with --owner USERNAME.")
-        return admins[0]
+        return resolve_owner(username)
 
     def run(self, *args, **options):
         owner = self._owner(options["owner"])

@@ -1,8 +1,7 @@
-from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
 from gallery.models import Album
-from imagineer.cli import add_run_mode_arguments, finish, wait_for_job
+from imagineer.cli import add_run_mode_arguments, finish, resolve_owner, wait_for_job
 from imagineer.jobs import QueueUnavailable
 from imagineer.models import JobStatus
 from scraping.jobs import run_scrape_job
@@ -31,17 +30,7 @@ class Command(BaseCommand):
         add_run_mode_arguments(parser)
 
     def _owner(self, username: str | None):
-        users = get_user_model().objects
-        if username:
-            owner = users.filter(username=username).first()
-            if owner is None:
-                raise CommandError(f"No user named {username!r}.")
-            return owner
-        for candidates in (users.filter(is_active=True), users.filter(is_active=True, is_superuser=True)):
-            found = list(candidates[:2])
-            if len(found) == 1:
-                return found[0]
-        raise CommandError("Say whose images these become: --owner USERNAME.")
+        return resolve_owner(username)
 
     def handle(self, *args, **options):
         owner = self._owner(options["owner"])

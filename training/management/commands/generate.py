@@ -1,8 +1,7 @@
-from django.contrib.auth import get_user_model
 from django.core.files.storage import default_storage
 from django.core.management.base import BaseCommand, CommandError
 
-from imagineer.cli import add_run_mode_arguments, finish, wait_for_job
+from imagineer.cli import add_run_mode_arguments, finish, resolve_owner, wait_for_job
 from imagineer.jobs import QueueUnavailable
 from imagineer.models import JobStatus
 from training.generation import selectors
@@ -45,20 +44,11 @@ class Command(BaseCommand):
                             help=f"Sampler: {', '.join(SCHEDULERS)} (default euler_a).")
         parser.add_argument("--guidance", type=float, metavar="F", help="CFG scale (default 7).")
         parser.add_argument("--owner", metavar="USERNAME",
-                            help="Whose gallery receives the images (default: the only superuser).")
+                            help="Whose gallery receives the images (default: the only user, else the only superuser).")
         add_run_mode_arguments(parser)
 
     def _owner(self, username: str | None):
-        users = get_user_model().objects
-        if username:
-            owner = users.filter(username=username).first()
-            if owner is None:
-                raise CommandError(f"No user named {username!r}.")
-            return owner
-        supers = list(users.filter(is_superuser=True, is_active=True)[:2])
-        if len(supers) != 1:
-            raise CommandError("Name the owner of the images with --owner USERNAME.")
-        return supers[0]
+        return resolve_owner(username)
 
     def handle(self, *args, **options):
         owner = self._owner(options["owner"])
