@@ -120,3 +120,24 @@ def test_perceptual_hash_is_stable_under_reencoding_and_differs_between_pictures
     c = inspect_image(other, **LIMITS)[0].phash
     assert hamming(a, b) <= 6
     assert hamming(a, c) > 12
+
+
+def _noisy_photo(seed: int) -> bytes:
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    base = PILImage.fromarray(rng.integers(0, 255, (12, 16, 3), dtype=np.uint8)).resize((1600, 1200))
+    noisy = np.asarray(base).astype(np.int16) + rng.normal(0, 8, (1200, 1600, 3)).astype(np.int16)
+    out = io.BytesIO()
+    PILImage.fromarray(np.clip(noisy, 0, 255).astype(np.uint8)).save(out, "JPEG", quality=88)
+    return out.getvalue()
+
+
+def test_photos_are_not_mistaken_for_polyglots():
+    """Compressed pixel data is random-looking: short tag-like byte runs occur in it by chance."""
+    photo = _noisy_photo(226)  # its entropy-coded data happens to contain a 4-letter tag-like run
+    inspect_image(photo, **{**LIMITS, "max_bytes": 10 * 1024 * 1024})
+    for chance in (b"<svg", b"<img ", b"<meta ", b"<body", b"<htmlx"):
+        inspect_image(image_bytes("PNG", size=(64, 64)) + b"\x00" + chance + b"\x00", **LIMITS)
+    with pytest.raises(ImageRejected, match="polyglot"):
+        inspect_image(image_bytes("PNG") + b"<HTML>", **LIMITS)
