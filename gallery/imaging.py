@@ -185,7 +185,9 @@ def hamming(a: int, b: int) -> int:
 
 
 def _for_display(im: PILImage.Image) -> PILImage.Image:
-    im = ImageOps.exif_transpose(im)
+    # exif_transpose always copies; most photos need no turn, and a 2 MP copy costs as much as hashing.
+    if im.getexif().get(0x0112, 1) != 1:
+        im = ImageOps.exif_transpose(im)
     if im.mode in ("RGBA", "LA") or (im.mode == "P" and "transparency" in im.info):
         return im.convert("RGBA")
     return im.convert("RGB") if im.mode != "RGB" else im
@@ -198,8 +200,8 @@ def _webp(im: PILImage.Image) -> bytes:
 
 
 def _derive(im: PILImage.Image, *, thumb_size: int, preview_size: int) -> tuple[Derivatives, PILImage.Image]:
-    display = _for_display(im)
-    preview = display.copy() if display is im else display
+    # May be `im` itself: thumbnail() resizes in place, and nobody needs the full-size pixels afterwards.
+    preview = _for_display(im)
     preview.thumbnail((preview_size, preview_size), PILImage.Resampling.BICUBIC, reducing_gap=2.0)
     thumb = preview.copy()
     thumb.thumbnail((thumb_size, thumb_size), PILImage.Resampling.BICUBIC, reducing_gap=2.0)
