@@ -19,7 +19,7 @@ import threading
 import time
 from pathlib import Path
 
-from common import ROOT, Result, free_port, p95, setup_django, timed
+from common import ROOT, Result, free_port, p95, postgres_url, setup_django, timed
 
 
 def _photo(seed: int) -> bytes:
@@ -161,7 +161,7 @@ s[HASH_SESSION_KEY] = u.get_session_auth_hash(); s.create(); print(s.session_key
 def bench_grid(quick: bool) -> list[Result]:
     import requests
 
-    base_url = os.environ.get("DATABASE_URL", "")
+    base_url = postgres_url() or os.environ.get("DATABASE_URL", "")
     if not base_url.startswith("postgres"):
         return [Result("gallery", "grid p95 under 16 clients", float("nan"), float("nan"), "ms", float("nan"),
                        "≤ 3× trivial", None, "skipped: set DATABASE_URL to a PostgreSQL server")]

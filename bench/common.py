@@ -82,8 +82,17 @@ def machine() -> dict[str, str]:
     return info
 
 
+def postgres_url() -> str:
+    """The PostgreSQL server named by DATABASE_URL when the run started (only the grid benchmark uses it,
+    in a database of its own)."""
+    return os.environ.get("BENCH_POSTGRES_URL", "")
+
+
 def setup_django(data_dir: Path | None = None) -> Path:
-    """Configure Django with the test settings and a private data dir; returns the data dir."""
+    """Configure Django with the test settings and a private data dir (its own SQLite file: a benchmark
+    never writes into the database DATABASE_URL names); returns the data dir."""
+    if "DATABASE_URL" in os.environ:
+        os.environ["BENCH_POSTGRES_URL"] = os.environ.pop("DATABASE_URL")
     data_dir = data_dir or Path(tempfile.mkdtemp(prefix="imagineer-bench-"))
     os.environ["IMAGINEER_DATA_DIR"] = str(data_dir)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "imagineer.settings.test")
