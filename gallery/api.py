@@ -13,7 +13,7 @@ from ninja.pagination import paginate
 from imagineer.api import Pagination
 
 from . import services
-from .imaging import ImageRejected
+from .imaging import ImageRejected, check_size
 from .models import Album, Image, ImageSource
 
 router = Router(tags=["gallery"])
@@ -125,8 +125,10 @@ def get_image(request, image_id: int):
 def upload_image(request, file: File[UploadedFile], title: Form[str] = "", album: Form[int | None] = None):
     from django.conf import settings
 
-    if file.size > settings.GALLERY_MAX_UPLOAD_BYTES:
-        raise HttpError(413, f"The file is larger than the limit of {settings.GALLERY_MAX_UPLOAD_BYTES} bytes.")
+    try:
+        check_size(file.size, settings.GALLERY_MAX_UPLOAD_BYTES)
+    except ImageRejected as exc:
+        raise HttpError(413, str(exc))
     target = _album(request, album, edit=True) if album else None
     try:
         result = services.image_ingest(owner=request.user, data=file.read(), filename=file.name or "",

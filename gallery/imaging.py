@@ -88,11 +88,16 @@ def check_extension(filename: str | None, fmt: str) -> None:
         raise ImageRejected(f"The extension {ext} does not match the content, which is {fmt}.")
 
 
+def check_size(size: int, max_bytes: int) -> None:
+    """The size limit, checkable before a byte is read (uploads and indexed files know their size)."""
+    if size > max_bytes:
+        raise ImageRejected(f"The file is {_mb(size)}; the limit is {_mb(max_bytes)}.")
+
+
 def check_bytes(data: bytes, *, max_bytes: int) -> None:
     if len(data) == 0:
         raise ImageRejected("The file is empty (0 bytes).")
-    if len(data) > max_bytes:
-        raise ImageRejected(f"The file is {_mb(len(data))}; the limit is {_mb(max_bytes)}.")
+    check_size(len(data), max_bytes)
     if _MARKUP_HEAD.match(data[:256]):
         raise ImageRejected("SVG, HTML and XML files are not accepted; upload JPEG, PNG, WebP, GIF, BMP or TIFF.")
     lowered = data.lower()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 
-from .imaging import ImageRejected, inspect_image
+from .imaging import ImageRejected, check_size, inspect_image
 
 _KNOWN_SHA256: frozenset[str] = frozenset()
 _LIMITS: dict = {}
@@ -24,11 +24,7 @@ def prepare_file(path: str):
     """(path, status, payload, data): status 'ok' (payload = inspect result), 'known' (payload = sha256)
     or 'rejected' (payload = reason)."""
     try:
-        size = os.path.getsize(path)
-        if size > _LIMITS["max_bytes"]:
-            raise ImageRejected(
-                f"The file is {size / 1048576:.1f} MB; the limit is {_LIMITS['max_bytes'] / 1048576:.1f} MB."
-            )
+        check_size(os.path.getsize(path), _LIMITS["max_bytes"])
         with open(path, "rb") as fh:
             data = fh.read()
         sha256 = hashlib.sha256(data).hexdigest()

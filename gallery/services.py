@@ -72,13 +72,6 @@ def _delete_unreferenced(names: list[str]) -> None:
                 logger.warning("could not delete %s", name, exc_info=True)
 
 
-def read_limited(path: Path, max_bytes: int) -> bytes:
-    size = path.stat().st_size
-    if size > max_bytes:
-        raise ImageRejected(f"The file is {size / 1048576:.1f} MB; the limit is {max_bytes / 1048576:.1f} MB.")
-    return path.read_bytes()
-
-
 def image_ingest(
     *,
     owner,

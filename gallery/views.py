@@ -15,7 +15,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from . import hooks, selectors, services
 from .forms import AlbumForm, BulkActionForm, GridFilterForm, ImageEditForm, NsfwPreferenceForm, ReorderForm
-from .imaging import ImageRejected
+from .imaging import ImageRejected, check_size
 from .models import Album, GalleryPreference, Image, ImageSource
 
 
@@ -223,10 +223,10 @@ def _album_from_post(request: HttpRequest) -> Album | None:
 
 def _ingest_upload(request: HttpRequest, upload_file, album: Album | None) -> dict:
     name = upload_file.name
-    max_bytes = settings.GALLERY_MAX_UPLOAD_BYTES
-    if upload_file.size > max_bytes:
-        return {"ok": False, "name": name, "status": 413,
-                "error": f"The file is {upload_file.size / 1048576:.1f} MB; the limit is {max_bytes / 1048576:.1f} MB."}
+    try:
+        check_size(upload_file.size, settings.GALLERY_MAX_UPLOAD_BYTES)
+    except ImageRejected as exc:
+        return {"ok": False, "name": name, "status": 413, "error": str(exc)}
     try:
         data = upload_file.read()
         result = services.image_ingest(owner=request.user, data=data, filename=name, source=ImageSource.UPLOAD,

@@ -196,12 +196,6 @@ class JobContext:
         if check_cancel:
             self.check_cancel()
 
-    def increment(self, **deltas: int) -> None:
-        counters = dict(self.job.counters)
-        for key, delta in deltas.items():
-            counters[key] = counters.get(key, 0) + delta
-        self.update(counters=counters, check_cancel=False)
-
     def cancel_requested(self) -> bool:
         requested = self.model.objects.filter(pk=self.job.pk).values_list("cancel_requested", flat=True).first()
         return bool(requested)

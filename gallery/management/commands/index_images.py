@@ -16,7 +16,7 @@ from tqdm import tqdm
 from gallery.imaging import ImageRejected
 from gallery.indexing import init_worker, prepare_file
 from gallery.models import Image, ImageSource
-from gallery.services import StorageFailed, album_get_or_create, image_ingest
+from gallery.services import StorageFailed, album_add_images, album_get_or_create, image_ingest
 from imagineer.cli import resolve_owner
 from imagineer.maintenance import MaintenanceCommand
 
@@ -91,8 +91,6 @@ class Command(MaintenanceCommand):
                 if album is not None:
                     existing = Image.objects.filter(owner=owner, sha256=payload).first()
                     if existing is not None:
-                        from gallery.services import album_add_images
-
                         album_add_images(album=album, images=[existing])
                 return
             try:
