@@ -171,3 +171,12 @@ class Deployment:
 
 def csrf_from(session: requests.Session) -> str:
     return session.cookies.get("csrftoken", "")
+
+
+def send_body(handler, body: bytes, content_type: str) -> None:
+    """Answer 200 with `body` from a BaseHTTPRequestHandler (the little sites the system tests serve)."""
+    handler.send_response(200)
+    handler.send_header("Content-Type", content_type)
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)

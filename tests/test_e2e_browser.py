@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from imagineer.testing import image_bytes
-from tests.deployment import ROOT, Deployment
+from tests.deployment import ROOT, Deployment, send_body
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser, pytest.mark.containers]
 
@@ -52,11 +52,7 @@ class _Site(BaseHTTPRequestHandler):
         else:
             self.send_error(404)
             return
-        self.send_response(200)
-        self.send_header("Content-Type", kind)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        send_body(self, body, kind)
 
     def log_message(self, *args):
         pass

@@ -15,7 +15,7 @@ import requests
 
 from bench.common import p95
 from imagineer.testing import image_bytes
-from tests.deployment import ROOT, Deployment
+from tests.deployment import ROOT, Deployment, send_body
 
 pytestmark = pytest.mark.slow
 
@@ -41,11 +41,7 @@ class _SlowSite(BaseHTTPRequestHandler):
         else:
             self.send_error(404)
             return
-        self.send_response(200)
-        self.send_header("Content-Type", kind)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        send_body(self, body, kind)
 
     def log_message(self, *args):
         pass
