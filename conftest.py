@@ -63,15 +63,16 @@ def staff_client(db, staff_user):
 @pytest.fixture
 def redis_conn():
     """The real Redis from REDIS_URL, with our queues emptied before and after the test."""
-    import django_rq
     from django.conf import settings
 
-    conn = django_rq.get_connection("default")
+    from imagineer.jobs import get_queue, get_redis
+
+    conn = get_redis()
     conn.ping()
 
     def empty():
         for name in settings.JOB_QUEUES:
-            queue = django_rq.get_queue(name)
+            queue = get_queue(name)
             queue.empty()
             for registry in (queue.failed_job_registry, queue.finished_job_registry, queue.canceled_job_registry):
                 for job_id in registry.get_job_ids():
@@ -90,9 +91,9 @@ def run_worker(redis_conn, transactional_db):
     from imagineer.worker import WarmWorker
 
     def run(*queues: str, max_jobs: int | None = None) -> None:
-        import django_rq
+        from imagineer.jobs import get_queue
 
-        qs = [django_rq.get_queue(name) for name in (queues or ("default",))]
+        qs = [get_queue(name) for name in (queues or ("default",))]
         worker = WarmWorker(qs, connection=redis_conn)
         worker.work(burst=True, max_jobs=max_jobs, with_scheduler=False)
 
@@ -108,6 +109,43 @@ def media_root(settings, tmp_path):
         "default": {"BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": root}},
     }
     settings.MEDIA_ROOT = root
+    return root
+
+
+@pytest.fixture
+def s3_endpoint():
+    """moto's S3 server on 127.0.0.1, standing in for an S3-compatible store; yields its URL."""
+    import socket
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        time.sleep(0.2)
+    yield f"http://127.0.0.1:{port}"
+    server.terminate()
+    server.wait(timeout=10)
+
+
+@pytest.fixture
+def artifacts_root(settings, tmp_path):
+    """Store job artifacts (STORAGES["artifacts"]) in this test's own folder."""
+    root = tmp_path / "artifacts"
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "artifacts": {"BACKEND": "django.core.files.storage.FileSystemStorage",
+                      "OPTIONS": {"location": root, "allow_overwrite": True}},
+    }
     return root
 
 

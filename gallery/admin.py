@@ -94,7 +94,7 @@ class AlbumAdmin(admin.ModelAdmin):
     actions = ["make_public", "make_private"]
 
     def get_queryset(self, request):
-        return super().get_queryset(request).with_counts().select_related("owner")
+        return super().get_queryset(request).with_counts(request.user).select_related("owner")
 
     @admin.display(description="Images", ordering="image_count")
     def image_count(self, obj):

@@ -104,11 +104,10 @@ def _album(request, pk: int, *, edit: bool = False) -> Album:
 @router.get("/images", response=list[ImageOut], summary="Images you can see, newest first")
 @paginate(Pagination)
 def list_images(request, mine: bool = False, album: int | None = None, source: str = "", q: str = ""):
-    qs = Image.objects.visible_to(request.user).select_related("owner").order_by("-pk")
+    qs = _album(request, album).images_visible_to(request.user) if album else Image.objects.visible_to(request.user)
+    qs = qs.select_related("owner").order_by("-pk")
     if mine:
         qs = qs.filter(owner=request.user)
-    if album:
-        qs = qs.filter(album_entries__album=_album(request, album))
     if source:
         qs = qs.filter(source=source)
     if q:
@@ -143,7 +142,7 @@ def upload_image(request, file: File[UploadedFile], title: Form[str] = "", album
 @router.get("/albums", response=list[AlbumOut])
 @paginate(Pagination)
 def list_albums(request, mine: bool = False):
-    qs = Album.objects.visible_to(request.user).with_counts().select_related("owner").order_by("name")
+    qs = Album.objects.visible_to(request.user).with_counts(request.user).select_related("owner").order_by("name")
     return qs.filter(owner=request.user) if mine else qs
 
 
@@ -161,4 +160,4 @@ def add_album_images(request, album_id: int, payload: ImageIds):
     album = _album(request, album_id, edit=True)
     visible = Image.objects.visible_to(request.user).filter(pk__in=payload.image_ids).values_list("pk", flat=True)
     services.album_add_images(album=album, images=list(visible))
-    return Album.objects.with_counts().select_related("owner").get(pk=album.pk)
+    return Album.objects.with_counts(request.user).select_related("owner").get(pk=album.pk)

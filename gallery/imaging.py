@@ -149,6 +149,26 @@ def _check_dimensions(im: PILImage.Image, max_pixels: int) -> None:
         )
 
 
+def _check_total_pixels(im: PILImage.Image, max_total_pixels: int | None) -> None:
+    """Refuse an animation whose frames together are more pixels than we will decode in a request.
+
+    Every frame we check is decoded at the full canvas size, so the work is frames × width × height; the
+    frame count comes from the container (Pillow walks GIF/TIFF frame headers without decoding pixels).
+    """
+    if max_total_pixels is None:
+        return
+    frames = min(getattr(im, "n_frames", 1), MAX_FRAMES_CHECKED)
+    if frames <= 1:
+        return
+    width, height = im.size
+    total = frames * width * height
+    if total > max_total_pixels:
+        raise ImageRejected(
+            f"The animation has {frames} frames of {width}×{height} ({total / 1e6:.0f} megapixels in all); "
+            f"the limit for all frames together is {max_total_pixels / 1e6:.0f} megapixels."
+        )
+
+
 def _decode_all(im: PILImage.Image, *, draft_to: int | None) -> None:
     """Decode every pixel (and every frame) so damaged or truncated files fail here, not later."""
     if draft_to and im.format == "JPEG":
@@ -219,12 +239,14 @@ def inspect_image(
     filename: str | None = None,
     max_bytes: int,
     max_pixels: int,
+    max_total_pixels: int | None = None,
     derivatives: bool = False,
     thumb_size: int = 300,
     preview_size: int = 1280,
 ) -> tuple[ImageInfo, Derivatives | None]:
     """Validate `data` completely and describe it; optionally make the WebP derivatives from the same decode.
 
+    `max_pixels` bounds one frame; `max_total_pixels` (None: no bound) all the frames decoded together.
     Raises ImageRejected with a message for the person who sent the file.
     """
     check_bytes(data, max_bytes=max_bytes)
@@ -239,6 +261,7 @@ def inspect_image(
             _check_dimensions(im, max_pixels)
             width, height = im.size
             try:
+                _check_total_pixels(im, max_total_pixels)
                 _decode_all(im, draft_to=preview_size if derivatives else None)
                 if derivatives:
                     made, small = _derive(im, thumb_size=thumb_size, preview_size=preview_size)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.db import models
-from django.db.models import Q
+from django.db.models import OuterRef, Q, Subquery
+from django.db.models.functions import Coalesce
 from django.urls import reverse
 from django.utils import timezone
 
@@ -30,6 +31,26 @@ class NsfwMode(models.TextChoices):
     HIDE = "hide", "Hide"
 
 
+def image_visibility_q(user, prefix: str = "") -> Q:
+    """The images `user` may see, as a condition: their own live ones and live public ones; staff see every
+    live image; nobody anonymous sees NSFW. `prefix` reaches the image from another model ("entries__image__").
+
+    The one statement of the rule for queries: Image.objects.visible_to, an album's contents
+    (Album.images_visible_to), album counts and covers all build on it. Image.is_visible_to is its
+    single-row twin.
+    """
+
+    def q(**lookups) -> Q:
+        return Q(**{prefix + key: value for key, value in lookups.items()})
+
+    alive = q(trashed_at__isnull=True)
+    if user is None or not user.is_authenticated:
+        return alive & q(is_public=True, is_nsfw=False)
+    if user.is_staff:
+        return alive
+    return alive & (q(owner=user) | q(is_public=True))
+
+
 class ImageQuerySet(models.QuerySet):
     def alive(self):
         return self.filter(trashed_at__isnull=True)
@@ -39,12 +60,11 @@ class ImageQuerySet(models.QuerySet):
 
     def visible_to(self, user):
         """Images `user` may see: their own and public ones; staff see all; nobody anonymous sees NSFW."""
-        qs = self.alive()
-        if user is None or not user.is_authenticated:
-            return qs.filter(is_public=True, is_nsfw=False)
-        if user.is_staff:
-            return qs
-        return qs.filter(Q(owner=user) | Q(is_public=True))
+        return self.filter(image_visibility_q(user))
+
+    def in_album(self, album):
+        """Membership only, no access rule: to read an album's images use Album.images_visible_to."""
+        return self.filter(album_entries__album=album)
 
     def owned_by(self, user):
         return self.filter(owner=user)
@@ -154,10 +174,19 @@ class AlbumQuerySet(models.QuerySet):
             return self
         return self.filter(Q(owner=user) | Q(is_public=True))
 
-    def with_counts(self):
+    def with_counts(self, user):
+        """`image_count`: how many of the album's images `user` may see."""
         return self.annotate(
-            image_count=models.Count("entries", filter=Q(entries__image__trashed_at__isnull=True), distinct=True)
+            image_count=models.Count("entries", filter=image_visibility_q(user, "entries__image__"), distinct=True)
         )
+
+    def with_cover_ids(self, user):
+        """`visible_cover_id`: the chosen cover when `user` may see it, else the first image of the album they
+        may see, else None. A cover the viewer may not see is never shown, not even its title."""
+        visible = Image.objects.visible_to(user).filter(album_entries__album=OuterRef("pk"))
+        chosen = visible.filter(pk=OuterRef("cover_id")).values("pk")[:1]
+        first = visible.order_by("album_entries__position", "pk").values("pk")[:1]
+        return self.annotate(visible_cover_id=Coalesce(Subquery(chosen), Subquery(first)))
 
 
 class Album(models.Model):
@@ -192,13 +221,24 @@ class Album(models.Model):
     def get_absolute_url(self) -> str:
         return reverse("gallery:album_detail", args=[self.pk])
 
-    def ordered_images(self):
-        return Image.objects.alive().filter(album_entries__album=self).order_by("album_entries__position", "pk")
+    def images_visible_to(self, user) -> ImageQuerySet:
+        """The album's images that `user` may see, in album order.
 
-    def cover_image(self) -> Image | None:
-        if self.cover_id and self.cover and not self.cover.is_trashed:
-            return self.cover
-        return self.ordered_images().first()
+        Every reader of an album's contents goes through this (pages, API, labeling jobs, dataset export,
+        training snapshots): an album may hold other people's public images, and when one of them turns
+        private or is trashed it drops out of everyone's view of the album but its owner's.
+        """
+        return Image.objects.visible_to(user).in_album(self).order_by("album_entries__position", "pk")
+
+    def ordered_images(self):
+        """The album as its owner sees it."""
+        return self.images_visible_to(self.owner)
+
+    def cover_image(self, user) -> Image | None:
+        """The cover `user` sees: see AlbumQuerySet.with_cover_ids."""
+        cover_id = (type(self).objects.filter(pk=self.pk).with_cover_ids(user)
+                    .values_list("visible_cover_id", flat=True).first())
+        return Image.objects.filter(pk=cover_id).first() if cover_id else None
 
     def is_visible_to(self, user) -> bool:
         if self.is_public:

@@ -5,18 +5,19 @@ from __future__ import annotations
 import numpy as np
 from django.conf import settings
 
-from .models import Image, ImageQuerySet, NsfwMode
+from .models import Album, AlbumQuerySet, Image, ImageQuerySet, NsfwMode
 
 
 def grid_images(*, user, nsfw_mode: str, album=None, source: str = "", tag: str = "", query: str = "",
                 owner=None, trashed: bool = False) -> ImageQuerySet:
-    qs = Image.objects.all() if trashed else Image.objects.visible_to(user)
     if trashed:
-        qs = qs.trashed().filter(owner=user)
+        qs = Image.objects.trashed().filter(owner=user)
+        if album is not None:
+            qs = qs.in_album(album)
+    else:
+        qs = album.images_visible_to(user) if album is not None else Image.objects.visible_to(user)
     if owner is not None:
         qs = qs.filter(owner=owner)
-    if album is not None:
-        qs = qs.filter(album_entries__album=album)
     if source:
         qs = qs.filter(source=source)
     if tag:
@@ -29,6 +30,15 @@ def grid_images(*, user, nsfw_mode: str, album=None, source: str = "", tag: str 
         "pk", "owner_id", "title", "original_filename", "is_nsfw", "is_public", "derivatives", "thumbnail",
         "width", "height", "source", "trashed_at",
     )
+
+
+def albums_for_viewer(albums: AlbumQuerySet, *, user) -> list[Album]:
+    """The albums with what `user` may see of each: `image_count` and `viewer_cover` (an Image or None)."""
+    rows = list(albums.with_counts(user).with_cover_ids(user))
+    covers = Image.objects.in_bulk([a.visible_cover_id for a in rows if a.visible_cover_id])
+    for album in rows:
+        album.viewer_cover = covers.get(album.visible_cover_id)
+    return rows
 
 
 def _phash_array(values) -> np.ndarray:

@@ -102,6 +102,7 @@ def image_ingest(
             filename=filename,
             max_bytes=settings.GALLERY_MAX_UPLOAD_BYTES,
             max_pixels=settings.GALLERY_MAX_IMAGE_PIXELS,
+            max_total_pixels=settings.GALLERY_MAX_TOTAL_FRAME_PIXELS,
             derivatives=make_derivatives_inline,
             thumb_size=settings.GALLERY_THUMB_SIZE,
             preview_size=settings.GALLERY_PREVIEW_SIZE,
@@ -166,9 +167,9 @@ def _existing(image: Image, album: Album | None) -> IngestResult:
 @lru_cache(maxsize=4)
 def _default_queue(url: str):
     # django_rq builds a new connection pool per call; one per Redis URL is enough (~7 ms saved per image).
-    import django_rq
+    from imagineer.jobs import get_queue
 
-    return django_rq.get_queue("default")
+    return get_queue("default")
 
 
 def queue_derivatives(image_id: int) -> None:

@@ -303,10 +303,13 @@ def preferences(request: HttpRequest) -> HttpResponse:
 
 @require_GET
 def albums(request: HttpRequest) -> HttpResponse:
-    qs = Album.objects.visible_to(request.user).with_counts().select_related("owner", "cover")
+    qs = Album.objects.visible_to(request.user).select_related("owner")
     mine = qs.filter(owner=request.user) if request.user.is_authenticated else qs.none()
     others = qs.exclude(owner=request.user) if request.user.is_authenticated else qs
-    return render(request, "gallery/album_list.html", {"mine": mine, "others": others[:100], "form": AlbumForm()})
+    return render(request, "gallery/album_list.html", {
+        "mine": selectors.albums_for_viewer(mine, user=request.user),
+        "others": selectors.albums_for_viewer(others[:100], user=request.user), "form": AlbumForm(),
+    })
 
 
 @login_required
@@ -328,7 +331,7 @@ def album_create(request: HttpRequest) -> HttpResponse:
 def album_detail(request: HttpRequest, pk: int) -> HttpResponse:
     album = _get_album_for_user(request, pk)
     return _grid(request, title=album.name, album=album, template="gallery/album_detail.html",
-                 extra={"can_edit": album.can_edit(request.user), "cover": album.cover_image()})
+                 extra={"can_edit": album.can_edit(request.user), "cover": album.cover_image(request.user)})
 
 
 @login_required

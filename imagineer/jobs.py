@@ -13,14 +13,16 @@ import threading
 import uuid
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from django.apps import apps
 from django.conf import settings
 from django.db import close_old_connections, connection, transaction
+from django.db.models import DateTimeField, F, Q, Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from .models import Job, JobStatus
+from .models import Job, JobStatus, stale_condition
 
 logger = logging.getLogger(__name__)
 
@@ -45,10 +47,17 @@ class JobError(Exception):
     """A failure with a message meant for the user; the row ends `failed` with this text."""
 
 
+class JobLost(Exception):
+    """The row is no longer this run's: the reaper ended it or handed it to another worker, or it was deleted.
+
+    Raised inside a job body by `ctx.update` and `ctx.check_cancel`; the run stops without writing to the row.
+    """
+
+
 def get_redis():
     import django_rq
 
-    return django_rq.get_connection("default")
+    return django_rq.get_connection(queue_name("default"))
 
 
 def ensure_queue_available() -> None:
@@ -61,10 +70,19 @@ def ensure_queue_available() -> None:
         raise QueueUnavailable(type(exc).__name__) from exc
 
 
-def _rq_queue(name: str):
+def queue_name(name: str) -> str:
+    """The Redis name of one of settings.JOB_QUEUES (IMAGINEER_REDIS_PREFIX + name)."""
+    if name not in settings.JOB_QUEUES:
+        raise ValueError(f"unknown queue {name!r}; the queues are {', '.join(settings.JOB_QUEUES)}")
+    return settings.REDIS_PREFIX + name
+
+
+def get_queue(name: str):
+    """The RQ queue for one of settings.JOB_QUEUES ("train", not its prefixed Redis name)."""
     import django_rq
 
-    return django_rq.get_queue(name)
+    return django_rq.get_queue(queue_name(name))
+
 
 
 def enqueue_job(job: Job, *, function: str | None = None, at_front: bool = False, created: bool = True) -> None:
@@ -86,7 +104,7 @@ def enqueue_job(job: Job, *, function: str | None = None, at_front: bool = False
 
     def send() -> None:
         try:
-            _rq_queue(model.queue_name).enqueue(
+            get_queue(model.queue_name).enqueue(
                 target, job.pk, job_id=rq_id, at_front=at_front, result_ttl=3600, failure_ttl=7 * 86400
             )
         except (redis.RedisError, OSError) as exc:
@@ -143,20 +161,23 @@ class _Heartbeat(threading.Thread):
     If the worker process dies, the thread dies with it and the row goes stale.
     """
 
-    def __init__(self, model: type[Job], pk: int):
-        super().__init__(daemon=True, name=f"heartbeat-{model.job_label()}-{pk}")
-        self.model, self.pk = model, pk
+    def __init__(self, ctx: JobContext):
+        super().__init__(daemon=True, name=f"heartbeat-{ctx.model.job_label()}-{ctx.job.pk}")
+        self.ctx = ctx
         self._stop_event = threading.Event()
 
     def run(self) -> None:
+        ctx = self.ctx
         try:
             while not self._stop_event.wait(settings.JOB_HEARTBEAT_SECONDS):
                 try:
-                    self.model.objects.filter(pk=self.pk, status=JobStatus.RUNNING).update(
-                        heartbeat_at=timezone.now()
-                    )
+                    if not ctx.own_row().update(heartbeat_at=timezone.now()):
+                        # Another worker claimed the row (or it ended): stop keeping it alive; the body
+                        # learns at its next update or cancel check.
+                        ctx.lost.set()
+                        return
                 except Exception:
-                    logger.warning("heartbeat for %s %s failed", self.model.job_label(), self.pk, exc_info=True)
+                    logger.warning("heartbeat for %s %s failed", ctx.model.job_label(), ctx.job.pk, exc_info=True)
         finally:
             connection.close()
 
@@ -166,11 +187,25 @@ class _Heartbeat(threading.Thread):
 
 
 class JobContext:
-    """What a job body uses to report progress and notice cancellation."""
+    """What a job body uses to report progress and notice cancellation.
 
-    def __init__(self, job: Job):
+    `attempt` is the claim this run holds (the row's `attempts` after run_job claimed it): writes go only to
+    the row while it is still running under that claim, so a run the reaper gave away cannot overwrite the
+    run that took over; it gets JobLost instead. Without `attempt` the writes are not fenced.
+    """
+
+    def __init__(self, job: Job, *, attempt: int | None = None):
         self.job = job
         self.model = type(job)
+        self.attempt = attempt
+        self.lost = threading.Event()
+
+    def own_row(self):
+        """The job's row as a queryset, empty once this run no longer holds it."""
+        rows = self.model.objects.filter(pk=self.job.pk)
+        if self.attempt is not None:
+            rows = rows.filter(status=JobStatus.RUNNING, attempts=self.attempt)
+        return rows
 
     def update(
         self,
@@ -192,76 +227,120 @@ class JobContext:
             values["counters"] = merged
         for key, value in values.items():
             setattr(job, key, value)
-        self.model.objects.filter(pk=job.pk).update(**values)
+        if self.lost.is_set() or not self.own_row().update(**values):
+            self._lose()
         if check_cancel:
             self.check_cancel()
 
     def cancel_requested(self) -> bool:
-        requested = self.model.objects.filter(pk=self.job.pk).values_list("cancel_requested", flat=True).first()
-        return bool(requested)
+        """Whether the body should stop: the user asked to cancel, or this run lost its row."""
+        if self.lost.is_set():
+            return True
+        requested = self.own_row().values_list("cancel_requested", flat=True).first()
+        if requested is None:
+            self.lost.set()
+            return True
+        return requested
 
     def check_cancel(self) -> None:
         if self.cancel_requested():
+            if self.lost.is_set():
+                self._lose()
             raise JobCancelled()
 
+    def _lose(self) -> NoReturn:
+        self.lost.set()
+        raise JobLost(f"{self.model.job_label()} {self.job.pk} is no longer this run's (attempt {self.attempt})")
 
-def _finish(model: type[Job], pk: int, status: str, **values: Any) -> None:
+
+def _finish(ctx: JobContext, status: str, **values: Any) -> bool:
     now = timezone.now()
-    model.objects.filter(pk=pk, status=JobStatus.RUNNING).update(
+    return bool(ctx.own_row().filter(status=JobStatus.RUNNING).update(
         status=status, finished_at=now, heartbeat_at=now, **values
-    )
+    ))
 
 
-def run_job(model: type[J], pk: int, body: Callable[[JobContext], Any]) -> str | None:
-    """Run one job row: mark it running, call `body(ctx)`, record how it ended.
+def _claim(model: type[J], pk: int, task_id: str | None) -> J | str | None:
+    """Take the row for this run in one conditional UPDATE; the row, JobStatus.CANCELLED, or None.
 
-    Returns the final status, or None when the row was gone or already finished.
+    Claimable: a queued row, a running row whose heartbeat went stale (its worker died), and a running row
+    the caller already marked with its own `task_id` (generation's fair scheduler claims before run_job).
+    A running row with a fresh heartbeat is never taken: after a database outage the reaper may have
+    handed a live run back to the queue, and the worker that still runs it must not get a twin. The
+    condition is on the row's own columns, so PostgreSQL re-checks it on the row it locks and SQLite
+    runs the UPDATE under its write lock: of two workers racing for one row, exactly one claims it.
+    """
+    now = timezone.now()
+    claimable = Q(status=JobStatus.QUEUED) | stale_condition(now=now)
+    if task_id:
+        claimable |= Q(status=JobStatus.RUNNING, rq_job_id=task_id)
+    rows = model.objects.filter(claimable, pk=pk)
+    with transaction.atomic():
+        # A cancel that came before any worker started it (or after its worker died): end it, run nothing.
+        if rows.filter(cancel_requested=True).update(status=JobStatus.CANCELLED, finished_at=now,
+                                                       message="Cancelled."):
+            return JobStatus.CANCELLED
+        values: dict[str, Any] = {"rq_job_id": task_id} if task_id else {}
+        claimed = rows.update(
+            status=JobStatus.RUNNING,
+            started_at=Coalesce(F("started_at"), Value(now, output_field=DateTimeField())),
+            heartbeat_at=now,
+            attempts=F("attempts") + 1,
+            error="",
+            **values,
+        )
+        # Read inside the transaction: the UPDATE's row lock keeps `attempts` ours until commit.
+        return model.objects.get(pk=pk) if claimed else None
+
+
+def run_job(model: type[J], pk: int, body: Callable[[JobContext], Any], *, task_id: str | None = None) -> str | None:
+    """Run one job row: claim it, call `body(ctx)`, record how it ended.
+
+    `task_id`: the RQ job this run acts for (default: the current RQ job); the row records it, and a
+    running row that already carries it counts as claimed by this caller.
+    Returns the final status, or None when the row was gone, finished, running elsewhere, or taken
+    from this run while it ran (JobLost).
     """
     close_old_connections()
-    job = model.objects.filter(pk=pk).first()
-    if job is None:
-        logger.warning("%s %s no longer exists; skipping", model.job_label(), pk)
+    claim = _claim(model, pk, task_id or _current_rq_job_id())
+    if claim is None:
+        status_now = model.objects.filter(pk=pk).values_list("status", flat=True).first()
+        if status_now is None:
+            logger.warning("%s %s no longer exists; skipping", model.job_label(), pk)
+        elif status_now == JobStatus.RUNNING:
+            logger.warning("%s %s is running on another worker (fresh heartbeat); not starting it twice",
+                           model.job_label(), pk)
         return None
-    if job.is_finished:
-        return None
-    now = timezone.now()
-    if job.cancel_requested:
-        model.objects.filter(pk=pk).update(status=JobStatus.CANCELLED, finished_at=now, message="Cancelled.")
-        return JobStatus.CANCELLED
-    rq_id = _current_rq_job_id() or job.rq_job_id
-    claimed = model.objects.filter(pk=pk, status__in=[JobStatus.QUEUED, JobStatus.RUNNING]).update(
-        status=JobStatus.RUNNING,
-        started_at=job.started_at or now,
-        heartbeat_at=now,
-        attempts=job.attempts + 1,
-        rq_job_id=rq_id,
-        error="",
-    )
-    if not claimed:
-        return None
-    job.refresh_from_db()
-    ctx = JobContext(job)
-    heartbeat = _Heartbeat(model, pk)
+    if isinstance(claim, str):
+        return claim
+    job = claim
+    ctx = JobContext(job, attempt=job.attempts)
+    heartbeat = _Heartbeat(ctx)
     heartbeat.start()
     status: str
     try:
         body(ctx)
+    except JobLost:
+        logger.warning("%s %s was taken over or ended elsewhere while attempt %s ran; stopped it",
+                       model.job_label(), pk, ctx.attempt)
+        return None
     except JobCancelled:
         status = JobStatus.CANCELLED
-        _finish(model, pk, status, message="Cancelled.")
+        ended = _finish(ctx, status, message="Cancelled.")
     except JobError as exc:
         status = JobStatus.FAILED
-        _finish(model, pk, status, error=str(exc), message="Failed.")
+        ended = _finish(ctx, status, error=str(exc), message="Failed.")
     except Exception as exc:  # the row must end, whatever the body did
         logger.exception("%s %s failed", model.job_label(), pk)
         status = JobStatus.FAILED
-        _finish(model, pk, status, error=f"Unexpected error: {type(exc).__name__}: {exc}"[:5000], message="Failed.")
+        ended = _finish(ctx, status, error=f"Unexpected error: {type(exc).__name__}: {exc}"[:5000],
+                        message="Failed.")
     else:
         status = JobStatus.SUCCEEDED
-        _finish(model, pk, status, progress=1.0)
+        ended = _finish(ctx, status, progress=1.0)
     finally:
         heartbeat.stop()
-    return status
+    return status if ended else None
 
 
 def _current_rq_job_id() -> str | None:

@@ -32,12 +32,20 @@ class JobQuerySet(models.QuerySet):
         return self.filter(status__in=FINISHED_STATUSES)
 
     def stale(self, *, now=None):
-        now = now or timezone.now()
-        cutoff = now - timedelta(seconds=settings.JOB_STALE_AFTER)
-        # A running row whose heartbeat stopped (or never started) long enough ago.
-        return self.filter(status=JobStatus.RUNNING).filter(
-            models.Q(heartbeat_at__lt=cutoff) | models.Q(heartbeat_at__isnull=True, started_at__lt=cutoff)
-        )
+        return self.filter(stale_condition(now=now))
+
+
+def stale_condition(*, now=None) -> models.Q:
+    """A running row whose heartbeat stopped (or never started) more than JOB_STALE_AFTER ago.
+
+    Only the row's own columns, so a conditional UPDATE re-checks it against the row it locks
+    (run_job's claim relies on that).
+    """
+    now = now or timezone.now()
+    cutoff = now - timedelta(seconds=settings.JOB_STALE_AFTER)
+    return models.Q(status=JobStatus.RUNNING) & (
+        models.Q(heartbeat_at__lt=cutoff) | models.Q(heartbeat_at__isnull=True, started_at__lt=cutoff)
+    )
 
 
 class Job(models.Model):
@@ -45,12 +53,15 @@ class Job(models.Model):
 
     Subclasses set `queue_name` and `job_function` (dotted path of the RQ entry
     point, which takes the primary key) and may set `resumable` when a stale run
-    can be handed back to the queue (training resumes from its checkpoint).
+    can be handed back to the queue (training resumes from its checkpoint), and `quota_kind` when a
+    user's queued plus running rows are limited (see imagineer.quotas).
     """
 
     queue_name: ClassVar[str] = "default"
     job_function: ClassVar[str] = ""
     resumable: ClassVar[bool] = False
+    # Which per-user limit of imagineer.quotas counts these rows ("training", "labeling", ...); "" for none.
+    quota_kind: ClassVar[str] = ""
 
     status = models.CharField(max_length=16, choices=JobStatus.choices, default=JobStatus.QUEUED, db_index=True)
     progress = models.FloatField(default=0.0, help_text="0..1")
@@ -167,3 +178,35 @@ class ApiToken(models.Model):
     @staticmethod
     def generate_raw() -> str:
         return settings.API_TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+class UserLimits(models.Model):
+    """Per-user overrides of the limits on queued plus running jobs (imagineer.quotas); empty means the default.
+
+    Staff set these in the admin, e.g. to let one person queue more training runs or to stop another
+    starting scrapes (0).
+    """
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="job_limits")
+    max_active_training = models.PositiveIntegerField(
+        null=True, blank=True, verbose_name="training runs",
+        help_text="Training runs this user may have queued or running at once. Empty: the site default; "
+        "0: none.")
+    max_active_labeling = models.PositiveIntegerField(
+        null=True, blank=True, verbose_name="labeling jobs",
+        help_text="Labeling jobs this user may have queued or running at once. Empty: the site default; 0: none.")
+    max_active_scraping = models.PositiveIntegerField(
+        null=True, blank=True, verbose_name="scrapes",
+        help_text="Scrapes this user may have queued or running at once. Empty: the site default; 0: none.")
+    max_active_generation = models.PositiveIntegerField(
+        null=True, blank=True, verbose_name="generations",
+        help_text="Generations this user may have queued or running at once. Empty: the site default; 0: none.")
+    note = models.CharField(max_length=300, blank=True, help_text="Why this user has other limits (staff only).")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "job limits"
+        verbose_name_plural = "job limits"
+
+    def __str__(self) -> str:
+        return f"Job limits of {self.user}"

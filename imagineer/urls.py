@@ -4,6 +4,7 @@ from django.contrib import admin
 from django.urls import include, path
 
 from . import views
+from .admin_login import ThrottledAdminAuthenticationForm
 from .api import api
 
 # Each app may contribute a ninja Router in <app>/api.py; its paths sit directly under /api/.
@@ -18,6 +19,8 @@ for _app in ("gallery", "labeling", "scraping", "training"):
 
 admin.site.site_header = "Imagineer administration"
 admin.site.site_title = "Imagineer admin"
+# The admin's password check counts against the site login's rate limits (see admin_login.py).
+admin.site.login_form = ThrottledAdminAuthenticationForm
 
 urlpatterns = [
     path("", views.home, name="home"),

@@ -10,6 +10,7 @@ from django.views.decorators.http import require_GET, require_POST
 from .forms import ApiTokenForm
 from .health import check_health
 from .models import ApiToken
+from .quotas import quota_usage
 from .services import api_token_create, api_token_revoke
 
 
@@ -30,10 +31,14 @@ def livez(request: HttpRequest) -> HttpResponse:
     return HttpResponse("ok", content_type="text/plain")
 
 
+def _settings_context(request: HttpRequest, **extra) -> dict:
+    return {"tokens": ApiToken.objects.filter(user=request.user), "form": ApiTokenForm(),
+            "limits": quota_usage(request.user), **extra}
+
+
 @login_required
 def account_settings(request: HttpRequest) -> HttpResponse:
-    tokens = ApiToken.objects.filter(user=request.user)
-    return render(request, "imagineer/settings.html", {"tokens": tokens, "form": ApiTokenForm()})
+    return render(request, "imagineer/settings.html", _settings_context(request))
 
 
 @login_required
@@ -41,14 +46,10 @@ def account_settings(request: HttpRequest) -> HttpResponse:
 def token_create(request: HttpRequest) -> HttpResponse:
     form = ApiTokenForm(request.POST)
     if not form.is_valid():
-        tokens = ApiToken.objects.filter(user=request.user)
-        return render(request, "imagineer/settings.html", {"tokens": tokens, "form": form}, status=400)
+        return render(request, "imagineer/settings.html", _settings_context(request, form=form), status=400)
     token, raw = api_token_create(user=request.user, name=form.cleaned_data["name"])
-    tokens = ApiToken.objects.filter(user=request.user)
     # The raw value is shown once, on this response only.
-    return render(
-        request, "imagineer/settings.html", {"tokens": tokens, "form": ApiTokenForm(), "new_token": raw, "new": token}
-    )
+    return render(request, "imagineer/settings.html", _settings_context(request, new_token=raw, new=token))
 
 
 @login_required

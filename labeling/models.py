@@ -85,6 +85,7 @@ class Label(models.Model):
 class LabelingJob(Job):
     queue_name = "label"
     job_function = "labeling.jobs.run_labeling_job"
+    quota_kind = "labeling"
 
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="labeling_jobs")
     backend = models.CharField(max_length=20, help_text="local, claude-docker or anthropic.")

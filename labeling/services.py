@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from gallery.models import Album, Image
 from imagineer.jobs import enqueue_job, ensure_queue_available
+from imagineer.quotas import quota_check
 
 from .models import MACHINE_SOURCES, Label, LabelingJob, LabelKind, LabelSource, ReviewState
 from .selectors import training_captions
@@ -135,18 +136,21 @@ def labels_review(*, user, ids, approve: bool) -> int:
 # Jobs
 
 def _target_images(*, user, album: Album | None, image_ids: list[int]):
-    qs = Image.objects.alive()
+    # Labels are written onto the images, so besides seeing them the user must own them (staff: any).
     if album is not None:
-        qs = qs.filter(album_entries__album=album)
+        qs = album.images_visible_to(user)
     else:
-        qs = qs.filter(pk__in=image_ids)
+        qs = Image.objects.alive().filter(pk__in=image_ids)
     return qs if user.is_staff else qs.filter(owner=user)
 
 
 @transaction.atomic
 def labeling_job_start(*, user, backend: str, album: Album | None = None, image_ids: list[int] | None = None,
                        force: bool = False, enqueue: bool = True) -> LabelingJob:
-    """Create and queue a labeling job over an album or a selection of the user's own images."""
+    """Create and queue a labeling job over an album or a selection of the user's own images.
+
+    Raises LabelInputError, QuotaExceeded (too many labeling jobs queued or running) or QueueUnavailable.
+    """
     if backend not in BACKEND_SOURCES:
         raise LabelInputError(f"Unknown backend {backend!r}; choose local, claude-docker or anthropic.")
     if album is None and not image_ids:
@@ -158,6 +162,7 @@ def labeling_job_start(*, user, backend: str, album: Album | None = None, image_
         raise LabelInputError("There is nothing to label: none of the chosen images are yours.")
     if enqueue:
         ensure_queue_available()
+        quota_check(user=user, model=LabelingJob)  # raises QuotaExceeded
     job = LabelingJob.objects.create(owner=user, backend=backend, album=album, image_ids=list(image_ids or []),
                                      force=force, counters={"total": count}, message="Waiting for a worker…")
     if enqueue:
@@ -171,21 +176,23 @@ def job_images(job: LabelingJob):
 
 # Dataset export
 
-def _dataset_rows(album: Album, *, append_tags: bool) -> list[tuple[Image, str]]:
-    images = list(album.ordered_images())
+def _dataset_rows(album: Album, *, user, append_tags: bool) -> list[tuple[Image, str]]:
+    # The export hands out originals: only the images `user` may see now, never whatever the album holds.
+    images = list(album.images_visible_to(user))
     captions = training_captions([i.pk for i in images], fallback=album.name, append_tags=append_tags)
     return [(image, captions[image.pk]) for image in images]
 
 
-def dataset_export(*, album: Album, fmt: str, out_dir: Path, append_tags: bool = False, repeats: int = 1) -> dict:
-    """Write the album as a training dataset.
+def dataset_export(*, album: Album, user, fmt: str, out_dir: Path, append_tags: bool = False,
+                   repeats: int = 1) -> dict:
+    """Write the album as `user` may see it as a training dataset.
 
     kohya: `<repeats>_<slug>/NNNNN.<ext>` with a `.txt` caption beside each image.
     jsonl: images plus `metadata.jsonl` (diffusers imagefolder: {"file_name", "text"} per line).
     """
     if fmt not in ("kohya", "jsonl"):
         raise LabelInputError("The format is kohya or jsonl.")
-    rows = _dataset_rows(album, append_tags=append_tags)
+    rows = _dataset_rows(album, user=user, append_tags=append_tags)
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / f"{max(1, repeats)}_{album.slug}" if fmt == "kohya" else out_dir
     target.mkdir(parents=True, exist_ok=True)
@@ -203,9 +210,9 @@ def dataset_export(*, album: Album, fmt: str, out_dir: Path, append_tags: bool =
     return {"images": len(rows), "folder": str(target)}
 
 
-def dataset_zip(*, album: Album, fmt: str, append_tags: bool, work_dir: Path) -> Path:
+def dataset_zip(*, album: Album, user, fmt: str, append_tags: bool, work_dir: Path) -> Path:
     folder = work_dir / "dataset"
-    dataset_export(album=album, fmt=fmt, out_dir=folder, append_tags=append_tags)
+    dataset_export(album=album, user=user, fmt=fmt, out_dir=folder, append_tags=append_tags)
     archive = work_dir / f"{album.slug}-{fmt}.zip"
     with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as zf:
         for path in sorted(folder.rglob("*")):

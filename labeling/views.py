@@ -16,6 +16,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from gallery.models import Album, Image
 from imagineer.jobs import QueueUnavailable, job_cancel
+from imagineer.quotas import QuotaExceeded
 
 from . import selectors, services
 from .forms import CaptionForm, ExportForm, StartJobForm, TagForm
@@ -78,7 +79,7 @@ def job_start(request: HttpRequest) -> HttpResponse:
     try:
         job = services.labeling_job_start(user=request.user, backend=form.cleaned_data["backend"], album=album,
                                           image_ids=form.cleaned_data["ids"], force=form.cleaned_data["force"])
-    except (services.LabelInputError, QueueUnavailable) as exc:
+    except (services.LabelInputError, QuotaExceeded, QueueUnavailable) as exc:
         messages.error(request, str(exc))
         return redirect(_back(request, fallback))
     messages.success(request, "Labeling started.")
@@ -210,7 +211,7 @@ def analytics(request: HttpRequest) -> HttpResponse:
     album_id = request.GET.get("album", "")
     if album_id.isdigit():
         album = get_object_or_404(albums, pk=int(album_id))
-        images = Image.objects.visible_to(request.user).filter(album_entries__album=album)
+        images = album.images_visible_to(request.user).order_by()
     return render(request, "labeling/analytics.html", {
         "stats": selectors.analytics(images), "album": album, "albums": albums.filter(owner=request.user),
         "export_form": ExportForm(),
@@ -229,7 +230,7 @@ def export(request: HttpRequest, pk: int) -> HttpResponse:
         return redirect(f"{reverse('labeling:analytics')}?album={album.pk}")
     work = services.export_work_dir()
     try:
-        archive = services.dataset_zip(album=album, fmt=form.cleaned_data["format"],
+        archive = services.dataset_zip(album=album, user=request.user, fmt=form.cleaned_data["format"],
                                        append_tags=form.cleaned_data["append_tags"], work_dir=work)
         handle = open(archive, "rb")  # noqa: SIM115 - FileResponse closes it
     except Exception:

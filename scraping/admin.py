@@ -15,7 +15,7 @@ class ScrapeJobAdmin(admin.ModelAdmin):
     list_select_related = ("owner",)
     readonly_fields = (
         "start_url", "status", "stage", "progress", "message", "error", "counters", "error_buckets", "crawl_reason",
-        "limits_hit", "crawl_stats", "log_file", "log_tail", "rq_job_id", "created_at", "started_at", "finished_at",
+        "limits_hit", "crawl_stats", "log_key", "log_tail", "rq_job_id", "created_at", "started_at", "finished_at",
         "heartbeat_at", "cancel_requested", "cancel_requested_at", "attempts",
     )
     actions = ["cancel"]

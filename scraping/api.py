@@ -13,6 +13,7 @@ from ninja.pagination import paginate
 from gallery.models import Album
 from imagineer.api import Pagination
 from imagineer.jobs import QueueUnavailable, job_cancel
+from imagineer.quotas import QuotaExceeded
 
 from . import selectors, services
 from .models import Outcome, ScrapeJob
@@ -115,6 +116,8 @@ def start_scrape(request, payload: ScrapeIn):
         job = services.scrape_job_start(user=request.user, album=album, **data)
     except services.ScrapeInputError as exc:
         raise HttpError(400, str(exc))
+    except QuotaExceeded as exc:
+        raise HttpError(429, str(exc))
     except QueueUnavailable as exc:
         raise HttpError(503, str(exc))
     return Status(201, job)

@@ -4,7 +4,6 @@ import logging
 import re
 import shutil
 import time
-from pathlib import Path
 
 from django.apps import AppConfig
 
@@ -30,7 +29,7 @@ class ScrapingConfig(AppConfig):
 
         hooks.lineage_hooks.append(scrape_lineage)
         jobs.reaper_hooks.append(remove_orphan_work_dirs)
-        post_delete.connect(_remove_log_file, sender=ScrapeJob, dispatch_uid="scraping_remove_log_file")
+        post_delete.connect(_remove_log, sender=ScrapeJob, dispatch_uid="scraping_remove_log")
 
 
 def scrape_lineage(image) -> list[dict]:
@@ -78,9 +77,14 @@ def remove_orphan_work_dirs() -> int:
     return removed
 
 
-def _remove_log_file(sender, instance, **kwargs) -> None:
-    if instance.log_file:
-        try:
-            Path(instance.log_file).unlink(missing_ok=True)
-        except OSError:
-            logger.warning("could not remove %s", instance.log_file, exc_info=True)
+def _remove_log(sender, instance, **kwargs) -> None:
+    """The job's log goes from the artifacts storage with its row, once the delete is committed."""
+    from django.db import transaction
+
+    from imagineer.artifacts import artifact_delete
+
+    from .jobs import log_key
+
+    # The key the worker uploads to, even if the row never recorded it (deleted during its first upload).
+    for key in dict.fromkeys(k for k in (instance.log_key, log_key(instance)) if k):
+        transaction.on_commit(lambda key=key: artifact_delete(key))

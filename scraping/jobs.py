@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 import tempfile
 from pathlib import Path
@@ -9,19 +10,23 @@ from typing import Any
 
 from django.conf import settings
 
+from imagineer.artifacts import PeriodicUpload
 from imagineer.jobs import JobCancelled, JobContext, JobError, run_job
 
 from .models import ScrapeJob, Stage
 from .services import CrawlRecorder, check_start_url, host_overrides_for_tests
 from .urlsafety import UnresolvableHost, UnsafeURL
 
+logger = logging.getLogger(__name__)
+
 
 def work_root() -> Path:
     return Path(settings.WORK_DIR) / "scrapes"
 
 
-def log_path(job: ScrapeJob) -> Path:
-    return Path(settings.LOG_DIR) / "scrapes" / f"scrape-{job.pk}.log"
+def log_key(job: ScrapeJob) -> str:
+    """Where the crawl log lives in the artifacts storage, for the web and any other machine to read."""
+    return f"scrapes/{job.pk}/log.txt"
 
 
 def crawl_config(job: ScrapeJob, work_dir: Path) -> dict[str, Any]:
@@ -69,18 +74,25 @@ def scrape_body(ctx: JobContext) -> None:
     root = work_root()
     root.mkdir(parents=True, exist_ok=True)
     work_dir = Path(tempfile.mkdtemp(prefix=f"job-{job.pk}-", dir=root))
-    log_file = log_path(job)
-    log_file.parent.mkdir(parents=True, exist_ok=True)
-    ctx.update(log_file=str(log_file), check_cancel=False)
+    # The log is written on this machine, inside the work dir, and uploaded as it grows: the web may be
+    # another machine. The row gets the key once the first upload is stored.
+    log_file = work_dir / "crawl.log"
+    log_upload = PeriodicUpload(log_file, log_key(job), every=settings.SCRAPE_LOG_UPLOAD_SECONDS,
+                                on_uploaded=lambda key: ctx.update(log_key=key, check_cancel=False))
     recorder = CrawlRecorder(
         job,
         save=lambda **fields: ctx.update(check_cancel=False, **fields),
         cancel_requested=ctx.cancel_requested,
     )
+
+    def should_stop() -> bool:  # polled a few times a second while the crawl runs
+        log_upload.tick()
+        return recorder.should_stop()
+
     try:
         try:
             outcome = run_crawl(crawl_config(job, work_dir), on_event=recorder.on_event,
-                                should_stop=recorder.should_stop, log_path=log_file)
+                                should_stop=should_stop, log_path=log_file)
         except ConfigError as exc:
             raise JobError(f"The crawl settings are invalid: {exc}") from exc
         finished = {"crawl_reason": outcome.reason[:40], "limits_hit": list(outcome.limits_hit),
@@ -107,8 +119,19 @@ def scrape_body(ctx: JobContext) -> None:
                 recorder.flush(force=True)
             except Exception:  # noqa: BLE001, S110 - the job is ending with another error already
                 pass
+        _upload_final_log(ctx, log_upload)
         # Whatever happened, the crawl's copies go: what was imported lives in the gallery now.
         shutil.rmtree(work_dir, ignore_errors=True)
+
+
+def _upload_final_log(ctx: JobContext, log_upload: PeriodicUpload) -> None:
+    """The complete log, stderr included, once the crawler has exited. A failed upload costs the log, not the job."""
+    if ctx.lost.is_set() or not ctx.own_row().exists():
+        return  # deleted, or another worker has the row: do not write (back) a log nobody will delete
+    try:
+        log_upload.final()
+    except Exception:  # noqa: BLE001 - the job's outcome stands without its log
+        logger.warning("could not upload the log of scrape %s", ctx.job.pk, exc_info=True)
 
 
 def run_scrape_job(job_id: int):

@@ -41,6 +41,7 @@ def empty_counters() -> dict[str, int]:
 class ScrapeJob(Job):
     queue_name = "scrape"
     job_function = "scraping.jobs.run_scrape_job"
+    quota_kind = "scraping"
 
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="scrape_jobs")
     start_url = models.URLField(max_length=2000)
@@ -68,7 +69,8 @@ class ScrapeJob(Job):
     crawl_reason = models.CharField(max_length=40, blank=True, help_text="How the crawl ended.")
     limits_hit = models.JSONField(default=list, blank=True)
     crawl_stats = models.JSONField(default=dict, blank=True, help_text="The crawler's own figures.")
-    log_file = models.CharField(max_length=500, blank=True)
+    log_key = models.CharField(max_length=300, blank=True,
+                               help_text="The crawl log's key in the artifacts storage, once uploaded.")
     log_tail = models.TextField(blank=True, help_text="The crawl log's last lines.")
     rerun_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="reruns")
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
@@ -11,7 +9,9 @@ from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
+from imagineer.artifacts import artifact_open
 from imagineer.jobs import QueueUnavailable, job_cancel
+from imagineer.quotas import QuotaExceeded
 
 from . import selectors, services
 from .forms import ItemFilterForm, ScrapeStartForm
@@ -49,6 +49,9 @@ def start(request: HttpRequest) -> HttpResponse:
         return _index(request, form, status=400)
     try:
         job = services.scrape_job_start(user=request.user, **form.service_arguments())
+    except QuotaExceeded as exc:
+        form.add_error(None, str(exc))
+        return _index(request, form, status=429)
     except (services.ScrapeInputError, QueueUnavailable) as exc:
         form.add_error(None, str(exc))
         return _index(request, form, status=400)
@@ -102,7 +105,7 @@ def job_rerun(request: HttpRequest, pk: int) -> HttpResponse:
     job = _get_job_for_user(request, pk, own=True)
     try:
         again = services.scrape_job_rerun(job=job, user=request.user)
-    except (services.ScrapeInputError, QueueUnavailable) as exc:
+    except (services.ScrapeInputError, QuotaExceeded, QueueUnavailable) as exc:
         messages.error(request, str(exc))
         return redirect(job)
     messages.success(request, "Running the scrape again; images already in the gallery count as duplicates.")
@@ -113,8 +116,10 @@ def job_rerun(request: HttpRequest, pk: int) -> HttpResponse:
 @require_GET
 def job_log(request: HttpRequest, pk: int) -> HttpResponse:
     job = _get_job_for_user(request, pk)
-    path = Path(job.log_file) if job.log_file else None
-    if path is None or not path.is_file():
-        raise Http404("This scrape has no log file (here).")
-    return FileResponse(open(path, "rb"), as_attachment=True, filename=f"scrape-{job.pk}.log",  # noqa: SIM115
+    # From the artifacts storage: the worker that crawled may be another machine; it uploads as the log grows.
+    try:
+        log = artifact_open(job.log_key)
+    except FileNotFoundError:
+        raise Http404("This scrape has no log yet.") from None
+    return FileResponse(log, as_attachment=True, filename=f"scrape-{job.pk}.log",
                         content_type="text/plain; charset=utf-8")

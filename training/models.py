@@ -25,11 +25,19 @@ class SourceType(models.TextChoices):
     HUB = "hub", "Hub id (machines that can reach a hub)"
 
 
+# The size each family was trained at; a model's own config may say otherwise (see native_resolution).
+KIND_RESOLUTIONS = {ModelKind.SD15: 512, ModelKind.SDXL: 1024}
+
+
 class BaseModel(models.Model):
     name = models.SlugField(max_length=100, unique=True, help_text="Short name used in commands and the API.")
     kind = models.CharField(max_length=8, choices=ModelKind.choices, default=ModelKind.SD15)
     source = models.CharField(max_length=1000, help_text="Folder path, .safetensors path, or hub id.")
     source_type = models.CharField(max_length=12, choices=SourceType.choices, default=SourceType.FOLDER)
+    native_resolution = models.PositiveIntegerField(
+        null=True, blank=True,
+        help_text="The size in pixels the model was trained at, read from a diffusers folder's config when it is "
+                  "registered. Empty: the kind's usual size (512 for SD1.5, 1024 for SDXL).")
     description = models.TextField(blank=True)
     is_default = models.BooleanField(default=False, help_text="Used when a run or generation names no model.")
     created_at = models.DateTimeField(default=timezone.now)
@@ -50,6 +58,12 @@ class BaseModel(models.Model):
     def cache_key(self) -> str:
         return f"{self.pk}:{self.source}"
 
+    @property
+    def native_size(self) -> int:
+        """The training and generation size that suits the model: training at another size costs quality
+        (smaller) or time (larger; the tiny test model is 64 px, and trains at 512 px a hundred times slower)."""
+        return self.native_resolution or KIND_RESOLUTIONS.get(self.kind, 512)
+
 
 class TrainingStage(models.TextChoices):
     QUEUED = "queued", "Queued"
@@ -69,6 +83,7 @@ class TrainingRun(Job):
     queue_name = "train"
     job_function = "training.runs.jobs.run_training"
     resumable = True
+    quota_kind = "training"
 
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="training_runs")
     name = models.CharField(max_length=100)
@@ -162,6 +177,7 @@ class LoraModel(models.Model):
 class GenerationJob(Job):
     queue_name = "generate"
     job_function = "training.generation.jobs.run_generation"
+    quota_kind = "generation"
 
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="generation_jobs")
     prompt = models.TextField()

@@ -4,6 +4,7 @@ import pytest
 from django.test import Client
 
 from gallery import services
+from gallery.models import Album, AlbumImage, Image
 from gallery.tests.conftest import image_bytes
 
 
@@ -100,10 +101,10 @@ def test_other_users_cannot_add_their_images_to_my_album_or_mine_to_theirs(world
     theirs = services.album_create(owner=other_user, name="Theirs")
     client = world["clients"]["other"]
     client.post("/gallery/bulk/", {"action": "add_to_album", "ids": str(world["private"].pk), "album": theirs.pk})
-    assert theirs.ordered_images().count() == 0  # my private image is invisible to them
+    assert not AlbumImage.objects.filter(album=theirs).exists()  # my private image is invisible to them
     client.post("/gallery/bulk/", {"action": "add_to_album", "ids": str(world["public"].pk),
                                    "album": world["private_album"].pk})
-    assert world["private_album"].ordered_images().count() == 0
+    assert not AlbumImage.objects.filter(album=world["private_album"]).exists()
 
 
 def test_media_files_are_not_served_by_url(world):
@@ -127,3 +128,51 @@ def test_login_is_required_for_my_pages(client, db):
     for url in ("/gallery/mine/", "/gallery/trash/", "/gallery/upload/", "/gallery/duplicates/",
                 "/gallery/albums/new/"):
         assert client.get(url).status_code == 302
+
+
+# One visibility rule for an album's contents, its count and its cover (Album.images_visible_to).
+
+def test_an_image_made_private_leaves_other_peoples_albums(world, user, other_user):
+    public = world["public"]
+    bobs = services.album_create(owner=other_user, name="Found", is_public=True)
+    services.album_add_images(album=bobs, images=[public])
+    assert list(bobs.images_visible_to(other_user)) == [public]
+    services.images_set_public(user=user, ids=[public.pk], public=False)
+    assert list(bobs.images_visible_to(other_user)) == [] and list(bobs.ordered_images()) == []
+    assert list(bobs.images_visible_to(None)) == []
+    assert list(bobs.images_visible_to(user)) == [public]  # still hers to see
+    assert Album.objects.with_counts(other_user).get(pk=bobs.pk).image_count == 0
+    html = world["clients"]["other"].get(f"/gallery/albums/{bobs.pk}/").content.decode()
+    assert f'data-id="{public.pk}"' not in html
+
+
+@pytest.mark.parametrize("who, count, cover", [
+    ("anonymous", 1, "public"), ("other", 2, "public"), ("owner", 3, "private"), ("staff", 3, "private"),
+])
+def test_an_albums_cover_and_count_show_each_viewer_only_what_they_may_see(world, who, count, cover):
+    album = world["public_album"]  # private, public, then an NSFW public image
+    services.album_add_images(album=album, images=[world["nsfw"]])
+    for kind in ("private", "public", "nsfw"):
+        Image.objects.filter(pk=world[kind].pk).update(title=f"{kind} title")
+    services.album_set_cover(album=album, image=world["private"])
+    client = world["clients"][who]
+
+    detail = client.get(f"/gallery/albums/{album.pk}/").content.decode()
+    assert f"cover: <a href=\"/gallery/images/{world[cover].pk}/\">{cover} title</a>" in detail
+    assert ("private title" in detail) == (who in ("owner", "staff"))
+
+    listing = client.get("/gallery/albums/").content.decode()
+    card = listing[listing.index(f'href="/gallery/albums/{album.pk}/"'):]
+    card = card[:card.index("</a>")]
+    assert f"{count} image{'s' if count != 1 else ''} · public" in card
+    assert f"/gallery/images/{world[cover].pk}/thumbnail.webp" in card
+    if cover != "private":
+        assert f"/gallery/images/{world['private'].pk}/" not in listing
+
+
+def test_a_cover_that_turned_private_falls_back_for_others(world, user, other_user):
+    album = world["public_album"]
+    services.album_set_cover(album=album, image=world["public"])
+    services.images_set_public(user=user, ids=[world["public"].pk], public=False)
+    assert album.cover_image(user) == world["public"]
+    assert album.cover_image(other_user) is None and album.cover_image(None) is None

@@ -63,3 +63,16 @@ def test_nobody_adds_to_another_users_album(client, other_user, token):
 def test_absurd_paging_is_a_422_not_a_500(client, token):
     assert client.get("/api/images?offset=66362571004915389611114496", **_auth(token)).status_code == 422
     assert client.get("/api/images?limit=0", **_auth(token)).status_code == 422
+
+
+def test_album_counts_and_contents_in_the_api_are_what_the_caller_may_see(client, user, other_user, ingest):
+    private, public = ingest(user, seed=1), ingest(user, seed=2, is_public=True)
+    album = services.album_create(owner=user, name="Mixed", is_public=True)
+    services.album_add_images(album=album, images=[private, public])
+    theirs = api_token_create(user=other_user, name="t")[1]
+    listing = client.get("/api/albums", **_auth(theirs)).json()
+    assert [(a["id"], a["image_count"]) for a in listing["items"]] == [(album.pk, 1)]
+    images = client.get(f"/api/images?album={album.pk}", **_auth(theirs)).json()
+    assert [i["id"] for i in images["items"]] == [public.pk]
+    mine = api_token_create(user=user, name="u")[1]
+    assert client.get("/api/albums", **_auth(mine)).json()["items"][0]["image_count"] == 2

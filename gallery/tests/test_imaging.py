@@ -141,3 +141,27 @@ def test_photos_are_not_mistaken_for_polyglots():
         inspect_image(image_bytes("PNG", size=(64, 64)) + b"\x00" + chance + b"\x00", **LIMITS)
     with pytest.raises(ImageRejected, match="polyglot"):
         inspect_image(image_bytes("PNG") + b"<HTML>", **LIMITS)
+
+
+def _animated_gif(frames: int, size: tuple[int, int]) -> bytes:
+    pictures = [PILImage.new("RGB", size, (n * 12 % 256, 40, 200)) for n in range(frames)]
+    out = io.BytesIO()
+    pictures[0].save(out, format="GIF", save_all=True, append_images=pictures[1:])
+    return out.getvalue()
+
+
+def test_an_animation_is_bounded_by_the_pixels_of_all_its_frames_together(settings, user, media_root):
+    data = _animated_gif(20, (64, 48))  # 20 frames × 3,072 pixels = 61,440
+    assert PILImage.open(io.BytesIO(data)).n_frames == 20
+    assert inspect_image(data, max_total_pixels=61_440, **LIMITS)[0].format == "GIF"
+    with pytest.raises(ImageRejected, match=r"20 frames of 64×48 .*limit for all frames together"):
+        inspect_image(data, max_total_pixels=61_439, **LIMITS)
+    # A still image is bounded by max_pixels alone.
+    inspect_image(image_bytes("PNG", size=(300, 300)), max_total_pixels=61_439, **LIMITS)
+
+    settings.GALLERY_MAX_TOTAL_FRAME_PIXELS = 50_000
+    with pytest.raises(ImageRejected, match="all frames together"):
+        image_ingest(owner=user, data=data, filename="loop.gif")
+    assert Image.objects.count() == 0 and stored_files(media_root) == []
+    settings.GALLERY_MAX_TOTAL_FRAME_PIXELS = 100_000
+    assert image_ingest(owner=user, data=data, filename="loop.gif").image.format == "GIF"

@@ -1,10 +1,4 @@
-"""Media on an S3-compatible store: moto's S3 server on 127.0.0.1 stands in for the real service."""
-
-import socket
-import subprocess
-import sys
-import time
-from pathlib import Path
+"""Media on an S3-compatible store: moto's S3 server on 127.0.0.1 (the s3_endpoint fixture) stands in for it."""
 
 import pytest
 
@@ -13,28 +7,6 @@ from gallery.models import DerivativeStatus
 from imagineer.testing import image_bytes
 
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture
-def s3_endpoint():
-    port = _free_port()
-    server = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                break
-        time.sleep(0.2)
-    yield f"http://127.0.0.1:{port}"
-    server.terminate()
-    server.wait(timeout=10)
 
 
 def test_images_are_stored_and_served_from_s3(s3_endpoint, settings, user, user_client):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
 from pathlib import Path
 
 from csp.constants import NONE, SELF
@@ -18,6 +17,7 @@ from .env import (
     env_list,
     env_path,
     env_str,
+    load_or_create_secret_key,
     parse_database_url,
 )
 
@@ -31,6 +31,8 @@ MEDIA_ROOT = env_path("IMAGINEER_MEDIA_ROOT", DATA_DIR / "media")
 MODELS_DIR = env_path("IMAGINEER_MODELS_DIR", DATA_DIR / "models")
 LOG_DIR = env_path("IMAGINEER_LOG_DIR", DATA_DIR / "logs")
 WORK_DIR = env_path("IMAGINEER_WORK_DIR", DATA_DIR / "work")
+# Job artifacts (STORAGES["artifacts"]) when they are on local disk: never served as media.
+ARTIFACTS_ROOT = env_path("IMAGINEER_ARTIFACTS_ROOT", DATA_DIR / "artifacts")
 STATIC_ROOT = env_path("IMAGINEER_STATIC_ROOT", DATA_DIR / "static")
 
 SECRET_KEY = env_str("SECRET_KEY")
@@ -40,8 +42,9 @@ if not SECRET_KEY:
             "SECRET_KEY must be set when DEBUG is off (generate one with "
             "`python -c 'import secrets; print(secrets.token_urlsafe(50))'`)."
         )
-    # A development key that changes per process is fine: sessions just end on restart.
-    SECRET_KEY = "dev-insecure-" + secrets.token_urlsafe(40)
+    # One development key for every process (web workers, RQ workers) and every restart, kept in the
+    # data dir: a key per process would sign a session in one gunicorn worker that the next one rejects.
+    SECRET_KEY = load_or_create_secret_key(DATA_DIR / "secret_key")
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"] if DEBUG else [])
 if DEBUG:
@@ -134,9 +137,26 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Redis and the RQ queues.
 REDIS_URL = check_redis_url(env_str("REDIS_URL", "redis://127.0.0.1:6379/0"))
+# Prepended to every queue name and cache key, so two installations (or a test run beside a running server)
+# can share one Redis database without touching each other's queues. Empty for a normal installation.
+REDIS_PREFIX = env_str("IMAGINEER_REDIS_PREFIX", "")
 JOB_QUEUES = ("default", "scrape", "label", "train", "generate")
 _QUEUE_TIMEOUTS = {"default": 3600, "scrape": 6 * 3600, "label": 6 * 3600, "train": 7 * 24 * 3600, "generate": 3600}
-RQ_QUEUES = {name: {"URL": REDIS_URL, "DEFAULT_TIMEOUT": _QUEUE_TIMEOUTS[name]} for name in JOB_QUEUES}
+# RQ_QUEUES is keyed by the real (prefixed) queue name; code asks for a queue through imagineer.jobs.get_queue.
+RQ_QUEUES = {
+    REDIS_PREFIX + name: {"URL": REDIS_URL, "DEFAULT_TIMEOUT": _QUEUE_TIMEOUTS[name]} for name in JOB_QUEUES
+}
+# Django's cache (allauth's login rate limits, anything else cached) is shared by every web process and
+# machine through Redis. When Redis cannot be reached the backend logs a warning and falls back to a
+# per-process memory cache instead of failing the request (imagineer/cache.py).
+CACHES = {
+    "default": {
+        "BACKEND": "imagineer.cache.FallbackRedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": REDIS_PREFIX + "cache",
+        "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 2},
+    }
+}
 RQ_SHOW_ADMIN_LINK = True
 # A running job writes a heartbeat this often; a row whose heartbeat is older
 # than JOB_STALE_AFTER is reaped by `manage.py reap_jobs` and by every worker.
@@ -167,9 +187,24 @@ else:
         "BACKEND": "django.core.files.storage.FileSystemStorage",
         "OPTIONS": {"location": MEDIA_ROOT, "file_permissions_mode": 0o640, "directory_permissions_mode": 0o750},
     }
+# What jobs write for other machines to read (scrape logs; training outputs next), under keys such as
+# "scrapes/<id>/log.txt": the media bucket under "artifacts/", or ARTIFACTS_ROOT on one machine. A key is
+# written again as the job goes on (a log uploaded while it grows), so saving overwrites in place.
+if S3_BUCKET:
+    _artifacts_storage = {
+        "BACKEND": _default_storage["BACKEND"],
+        "OPTIONS": {**_default_storage["OPTIONS"], "location": "artifacts", "file_overwrite": True},
+    }
+else:
+    _artifacts_storage = {
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "OPTIONS": {"location": ARTIFACTS_ROOT, "allow_overwrite": True,
+                    "file_permissions_mode": 0o640, "directory_permissions_mode": 0o750},
+    }
 STATIC_MANIFEST = env_bool("IMAGINEER_STATIC_MANIFEST", not DEBUG)
 STORAGES = {
     "default": _default_storage,
+    "artifacts": _artifacts_storage,
     "staticfiles": {
         "BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"
         if STATIC_MANIFEST
@@ -310,6 +345,8 @@ SITE_NAME = env_str("IMAGINEER_SITE_NAME", "Imagineer")
 # Gallery
 GALLERY_MAX_UPLOAD_BYTES = env_int("IMAGINEER_MAX_UPLOAD_BYTES", 50 * 1024 * 1024, minimum=1024)
 GALLERY_MAX_IMAGE_PIXELS = env_int("IMAGINEER_MAX_IMAGE_PIXELS", 100_000_000, minimum=1)
+# All frames of an animation together: each checked frame is decoded at full size inside the request.
+GALLERY_MAX_TOTAL_FRAME_PIXELS = env_int("IMAGINEER_MAX_TOTAL_FRAME_PIXELS", 2 * GALLERY_MAX_IMAGE_PIXELS, minimum=1)
 GALLERY_NEAR_DUPLICATE_DISTANCE = env_int("IMAGINEER_NEAR_DUPLICATE_DISTANCE", 6, minimum=0, maximum=64)
 GALLERY_TRASH_DAYS = env_int("IMAGINEER_TRASH_DAYS", 30, minimum=0)
 GALLERY_THUMB_SIZE = 300
@@ -322,9 +359,14 @@ SCRAPE_MAX_RESPONSE_BYTES = env_int("IMAGINEER_SCRAPE_MAX_RESPONSE_BYTES", 50 * 
 # Tests only: {host: address} answers for the crawler; honoured only when SCRAPE_ALLOW_PRIVATE is on.
 SCRAPE_TEST_HOST_OVERRIDES = None
 SCRAPE_USER_AGENT = env_str("IMAGINEER_SCRAPE_USER_AGENT", "ImagineerBot/0.1 (+self-hosted dataset builder)")
+# How often a running crawl uploads its log to the artifacts storage (and once more at the end).
+SCRAPE_LOG_UPLOAD_SECONDS = env_float("IMAGINEER_SCRAPE_LOG_UPLOAD_SECONDS", 15.0, minimum=1.0)
 
 # Labeling
 LABEL_CONTAINER_IMAGE = env_str("IMAGINEER_LABEL_IMAGE", "localhost/imagineer-claude-labeler:latest")
+# "sha256:<hex>": the labeler image's id or a repo digest; checked before every batch, a mismatch refuses
+# to run (IMAGINEER_LABEL_IMAGE may also carry the pin itself: name@sha256:<hex>).
+LABEL_CONTAINER_IMAGE_DIGEST = env_str("IMAGINEER_LABEL_IMAGE_DIGEST", "")
 LABEL_CLAUDE_CREDENTIALS = env_str("IMAGINEER_CLAUDE_CREDENTIALS", str(Path.home() / ".claude"))
 LABEL_CONTAINER_TIMEOUT = env_int("IMAGINEER_LABEL_TIMEOUT", 600, minimum=1)
 LABEL_CONTAINER_MEMORY = env_str("IMAGINEER_LABEL_MEMORY", "1g")
@@ -350,3 +392,26 @@ GENERATE_MAX_STEPS = env_int("IMAGINEER_GENERATE_MAX_STEPS", 150, minimum=1)
 GENERATE_MAX_COUNT = env_int("IMAGINEER_GENERATE_MAX_COUNT", 8, minimum=1)
 ML_PIPELINE_CACHE_SIZE = env_int("IMAGINEER_PIPELINE_CACHE_SIZE", 1, minimum=1, maximum=8)
 GENERATE_MAX_QUEUED_PER_USER = env_int("IMAGINEER_GENERATE_MAX_QUEUED", 20, minimum=1)
+
+# Per-user limits on queued plus running jobs (imagineer.quotas; GENERATE_MAX_QUEUED_PER_USER is the one for
+# generations). Staff override them per user in the admin; staff accounts are limited too.
+MAX_ACTIVE_TRAINING_PER_USER = env_int("IMAGINEER_MAX_ACTIVE_TRAINING", 2, minimum=0)
+MAX_ACTIVE_LABELING_PER_USER = env_int("IMAGINEER_MAX_ACTIVE_LABELING", 4, minimum=0)
+MAX_ACTIVE_SCRAPES_PER_USER = env_int("IMAGINEER_MAX_ACTIVE_SCRAPES", 3, minimum=0)
+# What one request may cost. Generation: width × height × count per denoising step (memory, and how long a
+# cancel waits), times steps for the whole request; training: batch × resolution² per step, times steps.
+GENERATE_MAX_PIXELS_PER_STEP = env_int("IMAGINEER_GENERATE_MAX_PIXELS_PER_STEP", 4 * 1024 * 1024, minimum=64 * 64)
+GENERATE_MAX_COST = env_int("IMAGINEER_GENERATE_MAX_COST", 75 * 4 * 1024 * 1024, minimum=64 * 64)
+TRAIN_MAX_PIXELS_PER_STEP = env_int("IMAGINEER_TRAIN_MAX_PIXELS_PER_STEP", 16 * 1024 * 1024, minimum=16 * 16)
+TRAIN_MAX_COST = env_int("IMAGINEER_TRAIN_MAX_COST", 10_000 * 4 * 1024 * 1024, minimum=16 * 16)
+
+# Monitoring: errors from the web and the RQ workers go to Sentry (or a compatible server) when a DSN is set.
+SENTRY_DSN = env_str("SENTRY_DSN")
+if SENTRY_DSN:
+    from imagineer.monitoring import init_sentry
+
+    init_sentry(
+        SENTRY_DSN,
+        environment=env_str("SENTRY_ENVIRONMENT", "development" if DEBUG else "production"),
+        traces_sample_rate=env_float("SENTRY_TRACES_SAMPLE_RATE", 0.0, minimum=0.0),
+    )

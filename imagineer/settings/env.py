@@ -156,3 +156,35 @@ def check_redis_url(url: str) -> str:
     except ValueError:
         raise ImproperlyConfigured(f"REDIS_URL={url!r} has a port that is not a number.") from None
     return url
+
+
+def load_or_create_secret_key(path: Path) -> str:
+    """The development SECRET_KEY kept in `path` (mode 0600), made once and shared by every process.
+
+    Several processes may start at once (gunicorn workers, RQ workers): the key is written to a private temp
+    file and hard-linked into place, so exactly one key wins and every process reads that one.
+    """
+    import secrets
+    import tempfile
+
+    try:
+        key = path.read_text().strip()
+    except FileNotFoundError:
+        key = ""
+    if key:
+        return key
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".secret_key-", dir=path.parent)  # created with mode 0600
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write("dev-" + secrets.token_urlsafe(50) + "\n")
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass  # another process won the race: use its key
+    finally:
+        os.unlink(tmp)
+    key = path.read_text().strip()
+    if not key:
+        raise ImproperlyConfigured(f"The development secret key file {path} is empty; delete it to make a new one.")
+    return key

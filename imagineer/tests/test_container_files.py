@@ -29,7 +29,7 @@ def test_compose_worker_commands_name_real_queues_and_worker_classes():
         module, cls = worker_class.rsplit(".", 1)
         assert hasattr(importlib.import_module(module), cls)
         assert set(command[3:command.index("--worker-class")]) == queues
-        assert queues <= set(settings.RQ_QUEUES)
+        assert queues <= set(settings.JOB_QUEUES)  # compose sets no IMAGINEER_REDIS_PREFIX: the plain names
 
 
 def test_serve_runs_the_same_worker_commands_as_compose():

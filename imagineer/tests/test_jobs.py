@@ -1,5 +1,6 @@
 """The shared job plumbing, run for real through Redis and an RQ burst worker."""
 
+import threading
 from datetime import timedelta
 
 import pytest
@@ -10,8 +11,10 @@ from imagineer.jobs import (
     QueueUnavailable,
     enqueue_job,
     ensure_queue_available,
+    get_queue,
     job_cancel,
     reap_stale_jobs,
+    run_job,
 )
 from imagineer.models import JobStatus
 from imagineer.tests.jobsapp.models import EchoJob
@@ -26,9 +29,7 @@ def _start(**fields) -> EchoJob:
 
 def test_a_job_runs_through_redis_and_a_burst_worker(run_worker):
     job = _start(steps=3)
-    import django_rq
-
-    assert django_rq.get_queue("default").count == 1
+    assert get_queue("default").count == 1
     run_worker("default")
     job.refresh_from_db()
     assert job.status == JobStatus.SUCCEEDED
@@ -149,9 +150,96 @@ def test_the_reaper_ends_a_job_that_ignores_cancel(redis_conn):
     assert job.status == JobStatus.CANCELLED
 
 
+# -- claiming: one run per row ---------------------------------------------------------------------------
+
+def _steps(ctx):
+    for step in range(ctx.job.done_steps, ctx.job.steps):
+        ctx.update(progress=(step + 1) / ctx.job.steps, message=f"step {step + 1}", done_steps=step + 1)
+
+
+def test_a_second_worker_never_claims_a_row_that_runs_with_a_fresh_heartbeat(transactional_db):
+    started = timezone.now() - timedelta(minutes=5)
+    live = EchoJob.objects.create(status=JobStatus.RUNNING, started_at=started, heartbeat_at=timezone.now(),
+                                  attempts=1, steps=2, rq_job_id="first-worker-task")
+    ran = []
+    assert run_job(EchoJob, live.pk, ran.append) is None
+    assert run_job(EchoJob, live.pk, ran.append, task_id="second-worker-task") is None
+    # A cancel the first worker has not seen yet is its to act on, not the second worker's.
+    EchoJob.objects.filter(pk=live.pk).update(cancel_requested=True)
+    assert run_job(EchoJob, live.pk, ran.append) is None
+    live.refresh_from_db()
+    assert ran == []
+    assert (live.status, live.attempts, live.rq_job_id, live.done_steps) == (
+        JobStatus.RUNNING, 1, "first-worker-task", 0)
+    assert live.started_at == started and live.finished_at is None
+
+
+def test_a_running_row_whose_heartbeat_went_stale_is_claimed_and_resumed(transactional_db):
+    old = timezone.now() - timedelta(hours=1)
+    job = EchoJob.objects.create(status=JobStatus.RUNNING, started_at=old, heartbeat_at=old, attempts=1,
+                                 steps=3, done_steps=1, error="left over")
+    assert run_job(EchoJob, job.pk, _steps) == JobStatus.SUCCEEDED
+    job.refresh_from_db()
+    assert (job.status, job.attempts, job.done_steps, job.error) == (JobStatus.SUCCEEDED, 2, 3, "")
+    assert job.started_at == old
+
+
+def test_a_row_its_caller_already_marked_running_for_its_task_is_run(transactional_db):
+    # Generation's fair scheduler claims a row for its RQ task, then hands it to run_job.
+    now = timezone.now()
+    job = EchoJob.objects.create(status=JobStatus.RUNNING, started_at=now, heartbeat_at=now, rq_job_id="task-a")
+    assert run_job(EchoJob, job.pk, _steps, task_id="task-b") is None
+    assert run_job(EchoJob, job.pk, _steps, task_id="task-a") == JobStatus.SUCCEEDED
+    job.refresh_from_db()
+    assert (job.status, job.attempts, job.done_steps) == (JobStatus.SUCCEEDED, 1, 3)
+
+
+def test_a_run_the_reaper_handed_on_stops_without_touching_the_row_its_successor_owns(run_worker, settings):
+    """A database outage longer than JOB_STALE_AFTER: the reaper requeues a live run, another worker takes it.
+
+    The first run learns at its next write that the row is no longer its own and stops there.
+    """
+    settings.JOB_HEARTBEAT_SECONDS = 3600  # no heartbeat writes from either run during the test
+    job = EchoJob.objects.create(steps=2, resume=True)
+    inside, resume = threading.Event(), threading.Event()
+    first: dict = {}
+
+    def slow_body(ctx):
+        ctx.update(progress=0.1, message="first worker")
+        inside.set()
+        assert resume.wait(30)
+        ctx.update(progress=0.2, message="first worker, after the outage", done_steps=99)
+
+    def first_worker():
+        try:
+            first["status"] = run_job(EchoJob, job.pk, slow_body, task_id="first-task")
+        except BaseException as exc:  # surfaced by the assertion below
+            first["error"] = exc
+
+    thread = threading.Thread(target=first_worker)
+    thread.start()
+    try:
+        assert inside.wait(30)
+        job.refresh_from_db()
+        assert (job.status, job.attempts, job.rq_job_id) == (JobStatus.RUNNING, 1, "first-task")
+        # The first worker cannot reach the database for longer than JOB_STALE_AFTER.
+        later = timezone.now() + timedelta(seconds=settings.JOB_STALE_AFTER + 60)
+        assert reap_stale_jobs(now=later)["requeued"] == 1
+        run_worker("default")
+        job.refresh_from_db()
+        assert (job.status, job.attempts, job.done_steps) == (JobStatus.SUCCEEDED, 2, 2)
+    finally:
+        resume.set()
+        thread.join(30)
+    assert first == {"status": None}
+    job.refresh_from_db()
+    assert (job.status, job.attempts, job.done_steps, job.message) == (JobStatus.SUCCEEDED, 2, 2, "step 2")
+    assert job.progress == 1.0
+
+
 @pytest.mark.django_db(transaction=True)
 def test_starting_a_job_with_redis_down_creates_nothing(settings):
-    settings.RQ_QUEUES = {name: {"URL": "redis://127.0.0.1:1/0"} for name in settings.JOB_QUEUES}
+    settings.RQ_QUEUES = {name: {"URL": "redis://127.0.0.1:1/0"} for name in settings.RQ_QUEUES}
     import django_rq.queues
 
     django_rq.queues.get_redis_connection.cache_clear() if hasattr(

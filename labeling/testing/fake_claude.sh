@@ -3,7 +3,8 @@
 # Like `claude -p <prompt> --output-format json` it prints one JSON result object. Its answer
 # labels every file in /images, and its tags report what it could observe about its sandbox,
 # so tests can check the mounts, user, capabilities and network the backend gave it.
-# FAKE_CLAUDE_MODE: normal | sleep | malformed | invalid-entry | error | auth | crash
+# FAKE_CLAUDE_MODE: normal | slow (normal after FAKE_CLAUDE_DELAY seconds, default 2) | sleep | malformed |
+# invalid-entry | error | auth | crash
 mode="${FAKE_CLAUDE_MODE:-normal}"
 prompt=""
 format="text"
@@ -11,7 +12,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     -p|--print) ;;
     --output-format) shift; format="$1" ;;
-    --allowedTools|--disallowedTools|--model|--max-turns) shift ;;
+    --allowedTools|--disallowedTools|--tools|--permission-mode|--settings|--model|--max-turns) shift ;;
     -*) ;;
     *) prompt="$1" ;;
   esac
@@ -33,6 +34,7 @@ case "$mode" in
   error) emit error_during_execution true "stand-in failure while reading the images"; exit 1 ;;
   auth) emit success true "Not logged in · Please run /login"; exit 1 ;;
   crash) echo "half a line of output"; echo "stand-in crashed" >&2; exit 7 ;;
+  slow) sleep "${FAKE_CLAUDE_DELAY:-2}" ;;
 esac
 
 if touch /images/.write-probe 2>/dev/null; then images=images-rw; else images=images-ro; fi

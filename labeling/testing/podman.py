@@ -97,8 +97,23 @@ class PodmanService:
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
-def start_podman_service(workdir: Path | None = None, *, timeout: float = 60) -> PodmanService:
-    """Start `podman system service` on a unix socket in `workdir` and wait until it answers."""
+# Runs the service in its own mount namespace with an empty tmpfs over each folder named after the socket:
+# an engine on "another machine", which cannot see this one's files (what a remote DOCKER_HOST is like).
+_HIDING_SERVICE = (
+    'set -e; socket="$1"; shift; '
+    'for folder in "$@"; do mount -t tmpfs -o size=1m,mode=0755 imagineer-hidden "$folder"; done; '
+    'exec podman system service --time=0 "unix://$socket"'
+)
+
+
+def start_podman_service(
+    workdir: Path | None = None, *, timeout: float = 60, hidden: tuple[Path, ...] | list[Path] = ()
+) -> PodmanService:
+    """Start `podman system service` on a unix socket in `workdir` and wait until it answers.
+
+    hidden: folders the engine must not see (each covered by an empty tmpfs in the service's own mount
+    namespace, made with `unshare -m`), so tests can show that nothing reaches it through the filesystem.
+    """
     # A short path: unix socket paths are limited to about 100 characters.
     workdir = Path(workdir or tempfile.mkdtemp(prefix="imagineer-podman-", dir="/tmp"))
     (workdir / "tmp").mkdir(parents=True, exist_ok=True)
@@ -111,9 +126,13 @@ def start_podman_service(workdir: Path | None = None, *, timeout: float = 60) ->
         "TMPDIR": str(workdir / "tmp"),
     }
     socket = workdir / "podman.sock"
+    command = ["podman", "system", "service", "--time=0", f"unix://{socket}"]
+    if hidden:
+        command = ["unshare", "--mount", "--propagation", "private", "sh", "-c", _HIDING_SERVICE, "sh",
+                   str(socket), *(str(folder) for folder in hidden)]
     with open(workdir / "service.log", "wb") as log:
         process = subprocess.Popen(
-            ["podman", "system", "service", "--time=0", f"unix://{socket}"],
+            command,
             env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
         )
     service = PodmanService(workdir=workdir, process=process, env=env)

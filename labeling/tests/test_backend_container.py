@@ -172,3 +172,144 @@ def test_stale_containers_are_removed(labeler_image, docker_client):
     assert remove_stale_containers(older_than=3600, client=docker_client) == 0
     assert remove_stale_containers(older_than=0, client=docker_client) == 1
     assert labeler_containers(docker_client) == []
+
+
+# -- what reaches the engine: everything through its API, nothing of this machine mounted ------------
+
+
+def run_watching(backend, images, docker_client, work_dir):
+    """Label `images` with `backend`, inspecting the labeler container and `work_dir` once while it runs."""
+    seen = {}
+
+    def should_stop() -> bool:
+        if "container" not in seen:
+            running = labeler_containers(docker_client)
+            if running:
+                seen["container"] = docker_client.api.inspect_container(running[0].id)
+                seen["work_dir"] = {path.relative_to(work_dir): path.stat().st_mode & 0o777
+                                    for path in work_dir.rglob("*")}
+        return False
+
+    outcomes = backend.label_batch(images, should_stop=should_stop)
+    assert "container" in seen, "the labeler finished before it could be inspected"
+    return outcomes, seen["container"], seen["work_dir"]
+
+
+def test_images_and_credentials_go_in_through_the_api_with_no_bind_mount(
+        container_backend, make_image, docker_client):
+    images = [make_image(ext="png"), make_image(ext="jpg")]
+    backend = container_backend("slow")
+
+    outcomes, inspected, work_dir = run_watching(backend, images, docker_client, container_backend.work_dir)
+
+    assert all(isinstance(outcomes[image.id], LabelResult) for image in images), outcomes
+    assert "auth-file" in outcomes[images[0].id].tags and "images-ro" in outcomes[images[0].id].tags
+    mounts = inspected["Mounts"]
+    assert {mount["Destination"] for mount in mounts} == {"/images", "/claude-credentials"}
+    assert {mount["Type"] for mount in mounts} == {"volume"}
+    # podman lists volumes under Binds too, by volume name; a host path would start with "/".
+    assert not [bind for bind in inspected["HostConfig"].get("Binds") or [] if bind.startswith("/")]
+    assert not [mount for mount in inspected["HostConfig"].get("Mounts") or [] if mount.get("Type") == "bind"]
+    # The limits and lock-down stay.
+    assert inspected["HostConfig"]["ReadonlyRootfs"] is True
+    assert inspected["HostConfig"]["Memory"] == 256 * 1024 * 1024 and inspected["HostConfig"]["PidsLimit"] == 64
+    # On this machine: one private batch dir (0700) holding the images' archive (0600).
+    assert sorted(work_dir.values()) == [0o600, 0o700], work_dir
+    assert labeler_containers(docker_client) == []
+    assert docker_client.volumes.list() == []  # the container's volumes went with it
+    assert list(container_backend.work_dir.iterdir()) == []
+
+
+def test_the_api_key_reaches_the_cli_but_never_the_container_config(container_backend, make_image, docker_client,
+                                                                    tmp_path):
+    image = make_image()
+    backend = container_backend("slow", credentials_dir=tmp_path / "no-such-dir", api_key="sk-ant-secret-key-42")
+
+    outcomes, inspected, _ = run_watching(backend, [image], docker_client, container_backend.work_dir)
+
+    assert "auth-key" in outcomes[image.id].tags  # the entrypoint exported it to the CLI
+    assert "sk-ant-secret-key-42" not in str(inspected)  # no env, label, command or mount shows it
+    assert not [name for name in inspected["Config"]["Env"] if name.startswith("ANTHROPIC_API_KEY=")]
+
+
+def test_the_api_key_is_not_passed_as_environment_even_from_the_env_setting(
+        container_backend, make_image, docker_client, tmp_path):
+    image = make_image()
+    backend = container_backend("slow", credentials_dir=tmp_path / "no-such-dir", api_key="sk-ant-from-option",
+                                environment={"ANTHROPIC_API_KEY": "sk-ant-from-env-setting"})
+
+    outcomes, inspected, _ = run_watching(backend, [image], docker_client, container_backend.work_dir)
+
+    assert "auth-key" in outcomes[image.id].tags
+    assert "sk-ant-from" not in str(inspected["Config"]["Env"])
+
+
+def test_the_cli_gets_only_the_read_tool_and_only_for_the_images(container_backend, make_image, docker_client):
+    backend = container_backend("slow")
+
+    _, inspected, _ = run_watching(backend, [make_image()], docker_client, container_backend.work_dir)
+
+    command = inspected["Config"]["Cmd"]
+    option = {name: command[command.index(name) + 1] for name in
+              ("--tools", "--permission-mode", "--allowedTools", "--disallowedTools")}
+    assert option["--tools"] == "Read"
+    assert option["--permission-mode"] == "dontAsk"  # whatever no allow rule names is refused
+    assert option["--allowedTools"] == "Read(//images/**)"
+    denied = option["--disallowedTools"].split(",")
+    assert {"Bash", "Write", "Edit", "WebFetch", "Glob", "Grep"} <= set(denied)
+    assert {"Read(//claude-credentials/**)", "Read(~/**)", "Read(//proc/**)"} <= set(denied)
+
+
+# -- pinning the image by digest -----------------------------------------------------------------------
+
+
+def test_an_image_pinned_by_its_id_in_the_reference_runs(container_backend, make_image, labeler_image):
+    image = make_image()
+    backend = container_backend(image=f"{labeler_image.tags[0]}@{labeler_image.id}")
+
+    backend.check()
+    assert isinstance(backend.label_batch([image], should_stop=never)[image.id], LabelResult)
+
+
+def test_an_image_pinned_by_its_repo_digest_setting_runs(container_backend, make_image, labeler_image, settings):
+    repo_digest = labeler_image.attrs["RepoDigests"][0].partition("@")[2]
+    settings.LABEL_CONTAINER_IMAGE_DIGEST = repo_digest
+    image = make_image()
+    backend = container_backend(image_digest=None)
+
+    assert backend.image_digest == repo_digest
+    assert isinstance(backend.label_batch([image], should_stop=never)[image.id], LabelResult)
+
+
+def test_an_image_that_does_not_match_its_pin_is_refused(container_backend, make_image, labeler_image,
+                                                         docker_client):
+    wrong = "sha256:" + "0" * 64
+    for backend in (container_backend(image=f"{labeler_image.tags[0]}@{wrong}"),
+                    container_backend(image_digest=wrong)):
+        with pytest.raises(BackendUnavailable, match=rf"does not match its pinned digest {wrong}.*Refusing to run"):
+            backend.check()
+        with pytest.raises(BackendUnavailable, match="does not match its pinned digest"):
+            backend.label_batch([make_image()], should_stop=never)
+    assert labeler_containers(docker_client) == []
+
+
+def test_a_malformed_or_conflicting_pin_is_a_clear_error(container_backend, labeler_image):
+    with pytest.raises(BackendUnavailable, match="not of the form sha256:<64 hex digits>"):
+        container_backend(image_digest="sha256:abc").check()
+    with pytest.raises(BackendUnavailable, match="pins .* but IMAGINEER_LABEL_IMAGE_DIGEST pins"):
+        pinned = f"{labeler_image.tags[0]}@{labeler_image.id}"
+        container_backend(image=pinned, image_digest="sha256:" + "1" * 64).check()
+
+
+def test_stale_containers_go_with_their_volumes(labeler_image, docker_client):
+    from docker.types import Mount
+
+    container = docker_client.containers.create(
+        labeler_image.id, command=["sleep", "60"], labels={CONTAINER_LABEL: "claude-docker"}, network_mode="none",
+        mounts=[Mount(target="/images", source=None, type="volume")],
+    )
+    container.start()
+    assert len(docker_client.volumes.list()) == 1
+
+    assert remove_stale_containers(client=docker_client) == 1
+    assert docker_client.volumes.list() == []

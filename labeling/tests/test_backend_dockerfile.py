@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 from pathlib import Path
@@ -34,8 +35,24 @@ def test_it_runs_as_the_unprivileged_user_the_backend_uses():
     assert f"WORKDIR {container.IMAGES_DIR}" in text
 
 
-def test_the_entrypoint_copies_the_credentials_the_backend_mounts():
+def test_the_entrypoint_takes_the_credentials_the_backend_copies_in():
     entrypoint = CONTAINER_DIR / "entrypoint.sh"
+    text = entrypoint.read_text()
 
-    assert f"{container.CREDENTIALS_MOUNT}/{container.CREDENTIALS_FILE}" in entrypoint.read_text()
+    assert f"{container.CREDENTIALS_MOUNT}/{container.CREDENTIALS_FILE}" in text
+    assert f"{container.CREDENTIALS_MOUNT}/{container.API_KEY_FILE}" in text and "export ANTHROPIC_API_KEY" in text
     subprocess.run(["sh", "-n", str(entrypoint)], check=True)
+
+
+def test_the_image_limits_the_cli_to_reading_the_images_in_managed_settings():
+    # Managed settings outrank the command line and every user or project settings file.
+    assert "COPY managed-settings.json /etc/claude-code/managed-settings.json" in dockerfile()
+    permissions = json.loads((CONTAINER_DIR / "managed-settings.json").read_text())["permissions"]
+
+    assert permissions["defaultMode"] == container.CLI_PERMISSION_MODE == "dontAsk"
+    assert permissions["allow"] == [container.ALLOWED_TOOLS] == ["Read(//images/**)"]
+    assert permissions["deny"] == container.DISALLOWED_TOOLS.split(",")
+    assert {"Read(//claude-credentials/**)", "Read(~/**)", "Read(//proc/**)", "Bash"} <= set(permissions["deny"])
+    assert permissions["blockReadsOutsideWorkingDirectories"] is True
+    assert permissions["disableBypassPermissionsMode"] == "disable"
+    assert f"WORKDIR {container.IMAGES_DIR}" in dockerfile()  # the one working directory reads stay in

@@ -111,7 +111,7 @@ def test_jobs_of_others_are_404(other_client, user, ingest, redis_conn):
 
 
 def test_starting_with_redis_down_is_a_message_and_creates_nothing(user_client, user, ingest, settings):
-    settings.RQ_QUEUES = {name: {"URL": "redis://127.0.0.1:1/0"} for name in settings.JOB_QUEUES}
+    settings.RQ_QUEUES = {name: {"URL": "redis://127.0.0.1:1/0"} for name in settings.RQ_QUEUES}
     image = ingest(user)
     response = user_client.post("/labeling/start/", {"ids": str(image.pk), "backend": "local"}, follow=True)
     assert response.status_code == 200 and "not reachable" in response.content.decode()
@@ -169,3 +169,42 @@ def test_each_label_can_be_edited_inline_by_its_owner(user_client, other_client,
     assert response.status_code == 200 and "golden sunset" in response.content.decode()
     label.refresh_from_db()
     assert label.value == "golden sunset"
+
+
+@pytest.fixture
+def borrowed(user, other_user, ingest):
+    """Bob's album holds his own picture and Alice's public one, which she has since made private."""
+    hers = ingest(user, image_bytes("PNG", seed=7), filename="hers.png", is_public=True)
+    his = ingest(other_user, image_bytes("PNG", seed=8), filename="his.png")
+    album = gallery_services.album_create(owner=other_user, name="Borrowed")
+    gallery_services.album_add_images(album=album, images=[hers, his])
+    gallery_services.images_set_public(user=user, ids=[hers.pk], public=False)
+    return album, hers, his
+
+
+def test_an_export_leaves_out_images_that_turned_private(other_client, borrowed, tmp_path):
+    album, hers, his = borrowed
+    response = other_client.get(f"/labeling/albums/{album.pk}/export.zip?format=kohya")
+    archive = zipfile.ZipFile(io.BytesIO(b"".join(response.streaming_content)))
+    assert sorted(archive.namelist()) == ["1_borrowed/00001.png", "1_borrowed/00001.txt"]
+    assert archive.read("1_borrowed/00001.png") == image_bytes("PNG", seed=8)
+    # The management command exports what the album's owner may see.
+    from django.core.management import call_command
+
+    call_command("export_dataset", "--album", "Borrowed", str(tmp_path / "out"), stdout=io.StringIO())
+    assert sorted(p.name for p in (tmp_path / "out" / "1_borrowed").iterdir()) == ["00001.png", "00001.txt"]
+    assert (tmp_path / "out" / "1_borrowed" / "00001.png").read_bytes() == image_bytes("PNG", seed=8)
+    html = other_client.get(f"/labeling/analytics/?album={album.pk}").content.decode()
+    assert 'data-testid="without-caption">1<' in html
+
+
+def test_a_labeling_job_over_an_album_takes_only_images_the_user_may_see_and_owns(other_user, staff_user,
+                                                                                   borrowed):
+    album, hers, his = borrowed
+    job = services.labeling_job_start(user=other_user, backend="local", album=album, enqueue=False)
+    assert job.counters["total"] == 1 and list(services.job_images(job)) == [his]
+    gallery_services.images_trash(user=other_user, ids=[his.pk])
+    with pytest.raises(services.LabelInputError):
+        services.labeling_job_start(user=other_user, backend="local", album=album, enqueue=False)
+    staff_job = services.labeling_job_start(user=staff_user, backend="local", album=album, enqueue=False)
+    assert list(services.job_images(staff_job)) == [hers]

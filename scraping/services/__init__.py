@@ -12,6 +12,7 @@ from django.db import transaction
 
 from gallery.models import Album
 from imagineer.jobs import enqueue_job, ensure_queue_available
+from imagineer.quotas import quota_check
 
 from ..models import ScrapeJob, empty_counters
 from ..urlsafety import UnresolvableHost, UnsafeURL, check_url, normalise_host
@@ -141,8 +142,9 @@ def scrape_job_start(
 
     The target is ``album`` (one of the user's) or a new album named ``album_name`` (default: the
     site's host), created when the first image arrives. ``options``: the keys of ``DEFAULTS``.
-    Raises ScrapeInputError for a refused URL or bad settings, QueueUnavailable when Redis is down;
-    either way nothing is created.
+    Raises ScrapeInputError for a refused URL or bad settings, QuotaExceeded when the user already has
+    MAX_ACTIVE_SCRAPES_PER_USER (or their override) queued or running, QueueUnavailable when Redis is down;
+    in every case nothing is created.
     """
     values = _options(options)
     domains = normalise_domains(allowed_domains)
@@ -158,6 +160,8 @@ def scrape_job_start(
     if enqueue:
         ensure_queue_available()
     with transaction.atomic():
+        if enqueue:
+            quota_check(user=user, model=ScrapeJob)  # raises QuotaExceeded
         job = ScrapeJob.objects.create(
             owner=user, start_url=start_url, album=album, album_name=album_name, allowed_domains=domains,
             counters=empty_counters(), message="Waiting for a worker…", rerun_of=rerun_of, **values,

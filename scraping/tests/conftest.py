@@ -117,15 +117,14 @@ JOB_OPTIONS = {
 
 
 @pytest.fixture
-def scrape_settings(settings, tmp_path, media_root):
-    """Settings for jobs that crawl the test site: loopback allowed, test DNS, private work and log dirs."""
+def scrape_settings(settings, tmp_path, media_root, artifacts_root):
+    """Settings for jobs that crawl the test site: loopback allowed, test DNS, private work dir and storages."""
     from scraping.tests import site as site_def
 
     settings.SCRAPE_ALLOW_PRIVATE = True
     settings.SCRAPE_TEST_HOST_OVERRIDES = dict(site_def.HOST_OVERRIDES)
     settings.SCRAPE_MAX_RESPONSE_BYTES = site_def.MAX_RESPONSE_BYTES
     settings.WORK_DIR = tmp_path / "work"
-    settings.LOG_DIR = tmp_path / "logs"
     return settings
 
 

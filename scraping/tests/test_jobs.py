@@ -16,6 +16,7 @@ from django.core.files.storage import default_storage
 
 from gallery.hooks import lineage_hooks
 from gallery.models import Album, Image, ImageSource
+from imagineer.artifacts import artifact_storage
 from imagineer.jobs import job_cancel
 from imagineer.models import JobStatus
 from scraping.models import Outcome, ScrapedItem, ScrapeJob, Stage
@@ -133,7 +134,9 @@ def test_it_scrapes_the_site_into_an_album_and_a_rerun_imports_no_duplicates(
 
     # The log stays, the crawl's temporary files do not.
     assert "Crawl ended: finished" in job.log_tail
-    assert Path(job.log_file).is_file() and "Spider closed (finished)" in Path(job.log_file).read_text()
+    assert job.log_key == f"scrapes/{job.pk}/log.txt"
+    with artifact_storage().open(job.log_key) as fh:
+        assert b"Spider closed (finished)" in fh.read()
     assert work_dirs(settings) == []
 
     # The image page's lineage names the job.

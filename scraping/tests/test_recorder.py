@@ -138,19 +138,20 @@ def test_file_names_come_from_the_url_with_the_real_format(url, fmt, name):
     assert scraped_filename(url, fmt) == name
 
 
-def test_invalid_crawl_settings_fail_the_job_and_leave_no_files(user, settings, tmp_path, run_worker):
+def test_invalid_crawl_settings_fail_the_job_and_leave_no_files(user, settings, tmp_path, run_worker,
+                                                                artifacts_root):
     from scraping.services import scrape_job_start
 
     settings.SCRAPE_ALLOW_PRIVATE = True
     settings.WORK_DIR = tmp_path / "work"
-    settings.LOG_DIR = tmp_path / "logs"
     job = scrape_job_start(user=user, start_url="http://127.0.0.1:9/")
     ScrapeJob.objects.filter(pk=job.pk).update(download_timeout=0.0)  # below what the crawler accepts
     run_worker("scrape")
     job.refresh_from_db()
     assert job.status == JobStatus.FAILED and "crawl settings are invalid" in job.error
     assert "download_timeout" in job.error and job.stage == Stage.DONE
-    assert list((tmp_path / "work" / "scrapes").iterdir()) == []
+    assert list((tmp_path / "work" / "scrapes").iterdir()) == [] and job.log_key == ""
+    assert not artifacts_root.exists()
 
 
 def test_the_reaper_removes_work_dirs_of_jobs_that_are_not_running(user, settings, tmp_path, db):
@@ -170,9 +171,19 @@ def test_the_reaper_removes_work_dirs_of_jobs_that_are_not_running(user, setting
     assert sorted(p.name for p in root.iterdir()) == sorted([f"job-{running.pk}-a", "job-99998-new", "other"])
 
 
-def test_deleting_a_job_deletes_its_log_file(user, tmp_path):
-    log = tmp_path / "scrape.log"
-    log.write_text("log")
-    job = ScrapeJob.objects.create(owner=user, start_url="https://example.com/", album_name="x", log_file=str(log))
-    job.delete()
-    assert not log.exists()
+def test_deleting_a_job_deletes_its_log_once_the_delete_commits(user, artifacts_root,
+                                                               django_capture_on_commit_callbacks):
+    from imagineer.artifacts import artifact_exists, artifact_save
+
+    job = ScrapeJob.objects.create(owner=user, start_url="https://example.com/", album_name="x")
+    job.log_key = artifact_save(f"scrapes/{job.pk}/log.txt", b"log")
+    job.save(update_fields=["log_key"])
+    unrecorded = ScrapeJob.objects.create(owner=user, start_url="https://example.com/", album_name="y")
+    artifact_save(f"scrapes/{unrecorded.pk}/log.txt", b"uploaded as the row was deleted")
+    keys = [f"scrapes/{job.pk}/log.txt", f"scrapes/{unrecorded.pk}/log.txt"]
+    with django_capture_on_commit_callbacks(execute=True):
+        job.delete()
+        unrecorded.delete()
+        assert all(artifact_exists(key) for key in keys)  # until the commit: a rolled-back delete keeps them
+    assert not any(artifact_exists(key) for key in keys)
+    assert list((artifacts_root / "scrapes").rglob("*.txt")) == []

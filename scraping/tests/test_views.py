@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import django_rq
 import pytest
 from django.utils import timezone
 
 from gallery import services as gallery_services
+from imagineer.jobs import get_queue
 from imagineer.models import JobStatus
 from scraping.models import Outcome, ScrapedItem, ScrapeJob, Stage
 
@@ -78,7 +78,7 @@ def test_it_starts_a_scrape_from_the_form_and_queues_it(
     assert (job.owner, job.start_url, job.album, job.album_name) == (user, FORM["start_url"], None, "Birds")
     assert (job.max_pages, job.max_images, job.depth, job.min_width, job.min_bytes) == (50, 20, 1, 64, 1024)
     assert (job.obey_robots, job.autothrottle, job.delay, job.status) == (True, True, 0.5, JobStatus.QUEUED)
-    assert django_rq.get_queue("scrape").job_ids == [job.rq_job_id]
+    assert get_queue("scrape").job_ids == [job.rq_job_id]
 
 
 def test_the_album_defaults_to_the_host_or_an_existing_album_of_the_user(
@@ -153,7 +153,7 @@ def test_bad_limits_and_domains_are_form_errors(user_client, allow_loopback):
 
 
 def test_a_down_queue_is_a_clear_error_and_creates_nothing(user_client, allow_loopback, settings):
-    settings.RQ_QUEUES = {name: {"URL": "redis://127.0.0.1:1/0"} for name in settings.JOB_QUEUES}
+    settings.RQ_QUEUES = {name: {"URL": "redis://127.0.0.1:1/0"} for name in settings.RQ_QUEUES}
     response = user_client.post("/scrapes/start/", FORM)
     assert response.status_code == 400 and "not reachable" in response.content.decode()
     assert ScrapeJob.objects.count() == 0
@@ -269,7 +269,7 @@ def test_rerun_starts_the_same_scrape_again(
     assert again.pk != job.pk and again.rerun_of == job and again.status == JobStatus.QUEUED
     assert (again.album, again.depth, again.max_images, again.min_width, again.delay, again.allowed_domains) == (
         album, 3, 7, 10, 0.2, ["127.0.0.1"])
-    assert django_rq.get_queue("scrape").job_ids == [again.rq_job_id]
+    assert get_queue("scrape").job_ids == [again.rq_job_id]
 
 
 def test_rerun_of_a_url_that_is_refused_now_is_a_message(user_client, user, settings):
@@ -280,23 +280,34 @@ def test_rerun_of_a_url_that_is_refused_now_is_a_message(user_client, user, sett
     assert ScrapeJob.objects.count() == 1
 
 
-def test_the_full_log_downloads(user_client, user, tmp_path):
-    log = tmp_path / "scrape.log"
-    log.write_text("2026-11-21 INFO Spider opened\n")
-    job = finished_job(user, log_file=str(log))
+def stored_log(job: ScrapeJob, text: str) -> ScrapeJob:
+    """The log a worker uploaded for `job`, in the artifacts storage."""
+    from imagineer.artifacts import artifact_save
+
+    job.log_key = artifact_save(f"scrapes/{job.pk}/log.txt", text.encode())
+    job.save(update_fields=["log_key"])
+    return job
+
+
+def test_the_full_log_downloads_from_the_artifacts_storage(user_client, user, artifacts_root):
+    job = stored_log(finished_job(user), "2026-11-21 INFO Spider opened\n")
+    page = user_client.get(job.get_absolute_url()).content.decode()
+    assert f'href="/scrapes/jobs/{job.pk}/log.txt"' in page
     response = user_client.get(f"/scrapes/jobs/{job.pk}/log.txt")
     assert response.status_code == 200 and b"Spider opened" in b"".join(response.streaming_content)
     assert response["Content-Disposition"].startswith("attachment")
-    missing = finished_job(user, log_file=str(tmp_path / "gone.log"))
-    assert user_client.get(f"/scrapes/jobs/{missing.pk}/log.txt").status_code == 404
+    assert response["Content-Type"] == "text/plain; charset=utf-8"
+    not_yet = finished_job(user, status=JobStatus.RUNNING, finished_at=None)
+    assert "Download the full log" not in user_client.get(not_yet.get_absolute_url()).content.decode()
+    assert user_client.get(f"/scrapes/jobs/{not_yet.pk}/log.txt").status_code == 404
+    gone = finished_job(user, log_key="scrapes/999999/log.txt")
+    assert user_client.get(f"/scrapes/jobs/{gone.pk}/log.txt").status_code == 404
 
 
 # -- access -----------------------------------------------------------------------------------------------
 
-def test_other_users_scrapes_are_404_everywhere(other_client, user, tmp_path):
-    log = tmp_path / "scrape.log"
-    log.write_text("secret")
-    job = finished_job(user, log_file=str(log), status=JobStatus.RUNNING, finished_at=None)
+def test_other_users_scrapes_are_404_everywhere(other_client, user, artifacts_root):
+    job = stored_log(finished_job(user, status=JobStatus.RUNNING, finished_at=None), "secret")
     for url in (f"/scrapes/jobs/{job.pk}/", f"/scrapes/jobs/{job.pk}/items/", f"/scrapes/jobs/{job.pk}/log.txt"):
         assert other_client.get(url).status_code == 404, url
         assert other_client.get(url, **HTMX).status_code == 404, url

@@ -1,5 +1,6 @@
 // Training create page: choosing a preset fills in the settings it defines; editing a field afterwards
-// switches the preset back to "Custom" so the form never claims values it does not hold.
+// switches the preset back to "Custom" so the form never claims values it does not hold. The duration
+// estimate below the form follows every change through htmx (hx-trigger on #run-estimate).
 (function () {
   "use strict";
 
@@ -37,6 +38,57 @@
       var values = presets[select.value];
       if (values && Object.prototype.hasOwnProperty.call(values, event.target.name)) select.value = "";
     });
+
+    initDefaults(select);
+  }
+
+  // Defaults that follow the choices above them: the base model's native size and suggested preset, and a
+  // sample prompt from the first chosen album's captions. A value the user typed is never overwritten: a
+  // field is only refilled while it still holds what was filled in for the previous choice.
+  function initDefaults(presetSelect) {
+    var data = document.getElementById("training-defaults");
+    var form = presetSelect.form;
+    var model = form.elements.namedItem("base_model");
+    var resolution = form.elements.namedItem("resolution");
+    var prompt = form.elements.namedItem("sample_prompt");
+    if (!data) return;
+    var defaults;
+    try {
+      defaults = JSON.parse(data.textContent);
+    } catch (e) {
+      return;
+    }
+    var models = defaults.models || {};
+    var prompts = defaults.prompts || {};
+
+    if (model && resolution) {
+      var previous = models[model.value];
+      model.addEventListener("change", function () {
+        var next = models[model.value];
+        if (!next) return;
+        if (resolution.value === "" || (previous && String(previous.size) === resolution.value)) {
+          resolution.value = next.size;
+        }
+        if (previous && presetSelect.value === previous.preset && next.preset !== previous.preset) {
+          presetSelect.value = next.preset;
+          // Fill the preset's values the way choosing it by hand does.
+          presetSelect.dispatchEvent(new Event("change", { bubbles: true }));
+        }
+        previous = next;
+      });
+    }
+
+    if (prompt) {
+      var filled = prompt.value;
+      form.addEventListener("change", function (event) {
+        if (event.target.name !== "albums") return;
+        var first = form.querySelector('input[name="albums"]:checked');
+        var suggestion = first ? prompts[first.value] : "";
+        if (suggestion === undefined || (prompt.value !== "" && prompt.value !== filled)) return;
+        prompt.value = suggestion;
+        filled = suggestion;
+      });
+    }
   }
 
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", init);

@@ -10,6 +10,7 @@ from ninja import Router, Schema, Status
 from ninja.errors import HttpError
 
 from imagineer.jobs import QueueUnavailable
+from imagineer.quotas import QuotaExceeded
 
 from ..models import GenerationJob
 from . import selectors, services
@@ -106,7 +107,8 @@ def _job(request, pk: int) -> GenerationJob:
 
 
 @router.post("/generations", response={201: GenerationOut},
-             summary="Queue a text-to-image generation (400 with the reason for bad input, 429 at the queue limit)")
+             summary="Queue a text-to-image generation (400 with the reason for bad input or a request over the cost "
+                     "ceiling, 429 at your limit of queued plus running generations)")
 def create_generation(request, payload: GenerationIn):
     try:
         job = services.generation_create(
@@ -115,7 +117,7 @@ def create_generation(request, payload: GenerationIn):
             scheduler=payload.scheduler, steps=payload.steps, guidance_scale=payload.guidance_scale,
             seed=payload.seed, width=payload.width, height=payload.height, count=payload.count,
         )
-    except services.GenerationLimitReached as exc:
+    except QuotaExceeded as exc:
         raise HttpError(429, str(exc))
     except services.GenerationInputError as exc:
         raise HttpError(400, str(exc))

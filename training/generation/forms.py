@@ -6,10 +6,12 @@ from __future__ import annotations
 from django import forms
 from django.conf import settings
 
+from imagineer.quotas import CostTooHigh, generation_cost_check
+
 from ..ml.generate import GUIDANCE_RANGE, MAX_PROMPT_CHARS, MAX_SEED
 from ..models import BaseModel
 from . import selectors
-from .services import DEFAULT_GUIDANCE, DEFAULT_SCHEDULER, DEFAULT_STEPS, LoraChoice, scheduler_choices
+from .services import DEFAULT_GUIDANCE, DEFAULT_SCHEDULER, DEFAULT_SIDE, DEFAULT_STEPS, LoraChoice, scheduler_choices
 
 # The slider covers the useful range; the API and the command accept the service's wider one.
 SLIDER_MIN, SLIDER_MAX, SLIDER_STEP = -1.0, 2.0, 0.05
@@ -80,7 +82,24 @@ class GenerateForm(forms.Form):
         if problems:
             raise forms.ValidationError("Cannot use these LoRAs: " + "; ".join(problems) + ".")
         self.lora_choices = choices
+        self._check_cost(cleaned)
         return cleaned
+
+    def _check_cost(self, cleaned: dict) -> None:
+        """The cost ceiling, shown next to the field to change; values out of their own range are the service's."""
+        base, steps, count = cleaned.get("base_model"), cleaned.get("steps"), cleaned.get("count")
+        if base is None or steps is None or count is None:
+            return
+        side = DEFAULT_SIDE.get(base.kind, 512)
+        width, height = cleaned.get("width") or side, cleaned.get("height") or side
+        in_range = (1 <= steps <= settings.GENERATE_MAX_STEPS and 1 <= count <= settings.GENERATE_MAX_COUNT
+                    and all(8 <= v <= settings.GENERATE_MAX_SIDE for v in (width, height)))
+        if not in_range:
+            return
+        try:
+            generation_cost_check(width=width, height=height, count=count, steps=steps)
+        except CostTooHigh as exc:
+            self.add_error(exc.field, str(exc))
 
     def generation_kwargs(self) -> dict:
         data = self.cleaned_data

@@ -16,6 +16,7 @@ from django.db import IntegrityError
 from gallery.imaging import ImageRejected
 from gallery.models import ImageSource
 from gallery.services import image_ingest
+from imagineer import fairqueue
 from imagineer.jobs import JobCancelled, JobContext, JobError, run_job
 
 from ..ml.errors import GenerationCancelled, MLError
@@ -35,17 +36,13 @@ _HASHES: dict[tuple[str, int, int], str] = {}
 
 def run_generation(job_id: int) -> str | None:
     """Start the fairest queued generation (one per task); returns its final status, or None if none waited."""
-    from rq import get_current_job
-
-    current = get_current_job()
-    task_id = current.id if current else None
-    if task_id is None:  # called outside a worker: act as this row's task
-        task_id = GenerationJob.objects.filter(pk=job_id).values_list("rq_job_id", flat=True).first() or ""
+    task_id = fairqueue.current_task_id(GenerationJob, job_id)  # outside a worker: act as this row's task
     job = services.generation_claim_next(task_id=task_id)
     if job is None:
         logger.info("generation task for %s found nothing queued", job_id)
         return None
-    return run_job(GenerationJob, job.pk, generate_body)
+    # The claim above already marked the row running for this task; run_job takes it over as this task's.
+    return run_job(GenerationJob, job.pk, generate_body, task_id=task_id)
 
 
 def run_generation_inline(job_id: int) -> str | None:

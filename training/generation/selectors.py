@@ -1,21 +1,14 @@
 """Reads for generation: the fair queue order, queue positions, the LoRAs a user may pick, a job's images.
 
-Fair order: RQ queues are first in, first out, so the `generate` queue only carries one anonymous "dispatch"
-task per queued row, and the worker that runs a task starts the *fairest* queued row, not necessarily the
-row the task was created for. Fairest means round robin over users: the user whose last generation started
-longest ago (or who never started one) goes first; ties go to the oldest queued row; a user's own rows run
-oldest first. `fair_order()` simulates that rule over every queued row, which gives each row its position.
+Fair order (round robin over users, then oldest first) is imagineer.fairqueue's, shared with training runs.
 """
 
 from __future__ import annotations
 
-import heapq
-from collections import defaultdict, deque
-from typing import Any
-
-from django.db.models import Max, Q
+from django.db.models import Q
 
 from gallery.models import Image
+from imagineer import fairqueue
 from imagineer.models import JobStatus
 
 from ..models import BaseModel, GenerationJob, LoraModel
@@ -23,64 +16,26 @@ from ..models import BaseModel, GenerationJob, LoraModel
 
 def dispatchable_jobs():
     """Queued rows a worker may start: not cancelled, and sent to the queue (inline runs have no RQ task)."""
-    return GenerationJob.objects.filter(status=JobStatus.QUEUED, cancel_requested=False).exclude(rq_job_id="")
-
-
-def _owner_heads() -> tuple[dict[int, deque], dict[int, tuple]]:
-    rows = dispatchable_jobs().order_by("created_at", "pk").only("pk", "owner_id", "created_at", "rq_job_id")
-    per_owner: dict[int, deque] = defaultdict(deque)
-    for row in rows:
-        per_owner[row.owner_id].append(row)
-    if not per_owner:
-        return {}, {}
-    last_started = dict(
-        GenerationJob.objects.filter(owner_id__in=list(per_owner), started_at__isnull=False)
-        .values("owner_id").annotate(last=Max("started_at")).values_list("owner_id", "last")
-    )
-    # Never started sorts before any real start time, which sorts before the turns handed out in a simulation.
-    keys = {owner: (0, 0.0) if last_started.get(owner) is None else (1, last_started[owner].timestamp())
-            for owner in per_owner}
-    return per_owner, keys
+    return fairqueue.dispatchable(GenerationJob)
 
 
 def fair_order() -> list[GenerationJob]:
     """Every dispatchable row in the order the workers will start them (if nothing else is queued meanwhile)."""
-    per_owner, keys = _owner_heads()
-    heap: list[tuple[Any, ...]] = []
-    for owner, rows in per_owner.items():
-        head = rows[0]
-        heap.append((keys[owner], head.created_at.timestamp(), head.pk, owner))
-    heapq.heapify(heap)
-    order: list[GenerationJob] = []
-    turn = 0
-    while heap:
-        _, _, _, owner = heapq.heappop(heap)
-        rows = per_owner[owner]
-        order.append(rows.popleft())
-        if rows:
-            turn += 1
-            head = rows[0]
-            heapq.heappush(heap, ((2, float(turn)), head.created_at.timestamp(), head.pk, owner))
-    return order
+    return fairqueue.fair_order(GenerationJob)
 
 
 def claim_candidates(limit: int = 20) -> list[GenerationJob]:
     """The next row of each user, fairest first: what a worker tries to claim, in this order."""
-    per_owner, keys = _owner_heads()
-    heads = sorted(((keys[o], rows[0].created_at.timestamp(), rows[0].pk, rows[0]) for o, rows in per_owner.items()),
-                   key=lambda item: item[:3])
-    return [item[3] for item in heads[:limit]]
+    return fairqueue.claim_candidates(GenerationJob, limit)
 
 
 def queue_positions() -> dict[int, int]:
     """{job id: position}, 1 being the next row a free worker starts."""
-    return {job.pk: n for n, job in enumerate(fair_order(), start=1)}
+    return fairqueue.queue_positions(GenerationJob)
 
 
 def queue_position(job: GenerationJob) -> int | None:
-    if job.status != JobStatus.QUEUED or not job.rq_job_id:
-        return None
-    return queue_positions().get(job.pk)
+    return fairqueue.queue_position(job)
 
 
 def user_jobs(user):

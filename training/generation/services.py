@@ -10,13 +10,11 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from django.conf import settings
-from django.contrib.auth import get_user_model
-from django.db import connection, transaction
-from django.utils import timezone
+from django.db import transaction
 
+from imagineer import fairqueue
 from imagineer.jobs import enqueue_job, ensure_queue_available, job_cancel
-from imagineer.models import JobStatus
+from imagineer.quotas import CostTooHigh, QuotaExceeded, generation_cost_check, quota_check
 
 from ..ml.generate import MAX_SEED, SCHEDULERS, validate_generation_params
 from ..models import BaseModel, GenerationJob, GenerationLora, LoraModel, ModelKind
@@ -34,8 +32,9 @@ class GenerationInputError(ValueError):
     """The request cannot be generated as given; the message says why. Nothing was created."""
 
 
-class GenerationLimitReached(GenerationInputError):
-    """The user already has as many queued generations as they may."""
+# The per-user limit (queued plus running, GENERATE_MAX_QUEUED_PER_USER or the user's override) is the shared
+# one of imagineer.quotas; the old name stays for callers that catch it.
+GenerationLimitReached = QuotaExceeded
 
 
 @dataclass(frozen=True)
@@ -124,7 +123,8 @@ def generation_create(
     count: int = 1,
     enqueue: bool = True,
 ) -> GenerationJob:
-    """Validate a generation request, then create its row and queue it; raise GenerationInputError first if not.
+    """Validate a generation request, then create its row and queue it; raise GenerationInputError (bad input,
+    or more work than GENERATE_MAX_COST allows) or QuotaExceeded (too many queued or running) first if not.
 
     Empty settings take defaults (the base model's native size; a random seed, always recorded). `enqueue=False`
     makes a row for `run_generation_inline` that no worker picks up.
@@ -152,18 +152,15 @@ def generation_create(
         raise GenerationInputError(
             f"Image n of a batch uses seed + n, so the seed must be at most {MAX_SEED - count + 1} for {count} images."
         )
+    try:
+        generation_cost_check(width=width, height=height, count=count, steps=steps)
+    except CostTooHigh as exc:
+        raise GenerationInputError(str(exc)) from exc
     if enqueue:
         ensure_queue_available()
     with transaction.atomic():
-        # One user's concurrent requests queue one after the other, so the limit cannot be overrun.
-        get_user_model().objects.select_for_update().filter(pk=user.pk).first()
-        limit = settings.GENERATE_MAX_QUEUED_PER_USER
-        queued = GenerationJob.objects.filter(owner=user, status=JobStatus.QUEUED).count()
-        if enqueue and queued >= limit:
-            raise GenerationLimitReached(
-                f"You already have {queued} generations waiting (the limit is {limit}). "
-                "Wait for some to finish or cancel one, then try again."
-            )
+        if enqueue:
+            quota_check(user=user, model=GenerationJob)  # raises QuotaExceeded
         job = GenerationJob.objects.create(
             owner=user, prompt=prompt, negative_prompt=negative_prompt, base_model=base, scheduler=scheduler,
             steps=steps, guidance_scale=guidance_scale, seed=seed, width=width, height=height, count=count,
@@ -211,34 +208,9 @@ def generation_cancel(*, job: GenerationJob) -> bool:
 def generation_claim_next(*, task_id: str) -> GenerationJob | None:
     """Atomically mark the fairest queued row running for the RQ task `task_id`, or return None if none waits.
 
-    The row this task was queued for (if another worker has not started it) takes over the claimed row's
-    task, so every queued row keeps pointing at a task that still waits in Redis: cancelling it removes a task,
-    and the reaper can tell a row whose task Redis lost. One task starts at most one row, so there are never
-    fewer waiting tasks than waiting rows.
+    See imagineer.fairqueue: the row this task was queued for takes over the claimed row's task.
     """
-    skip_locked = connection.features.has_select_for_update_skip_locked
-    for _ in range(10):
-        with transaction.atomic():
-            candidates = selectors.claim_candidates()
-            if not candidates:
-                return None
-            for candidate in candidates:
-                row = GenerationJob.objects.filter(pk=candidate.pk, status=JobStatus.QUEUED, cancel_requested=False,
-                                                   rq_job_id=candidate.rq_job_id)
-                if skip_locked and not list(row.select_for_update(skip_locked=True).values_list("pk", flat=True)):
-                    continue  # another worker is claiming it right now
-                now = timezone.now()
-                claimed = row.update(status=JobStatus.RUNNING, started_at=now, heartbeat_at=now, rq_job_id=task_id,
-                                     message="Starting…")
-                if not claimed:
-                    continue
-                if task_id and candidate.rq_job_id != task_id:
-                    GenerationJob.objects.filter(status=JobStatus.QUEUED, rq_job_id=task_id).update(
-                        rq_job_id=candidate.rq_job_id
-                    )
-                candidate.refresh_from_db()
-                return candidate
-    return None
+    return fairqueue.claim_next(GenerationJob, task_id=task_id)
 
 
 def scheduler_choices() -> list[tuple[str, str]]:

@@ -12,6 +12,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from gallery.models import Image
 from imagineer.jobs import QueueUnavailable
+from imagineer.quotas import QuotaExceeded
 
 from ..ml.generate import SCHEDULERS
 from ..models import GenerationJob
@@ -63,7 +64,7 @@ def generate(request: HttpRequest) -> HttpResponse:
         if form.is_valid():
             try:
                 job = services.generation_create(user=request.user, **form.generation_kwargs())
-            except services.GenerationLimitReached as exc:
+            except QuotaExceeded as exc:
                 form.add_error(None, str(exc))
                 status = 429
             except services.GenerationInputError as exc:
@@ -147,7 +148,7 @@ def generation_cancel(request: HttpRequest, pk: int) -> HttpResponse:
 def _rerun(request: HttpRequest, job: GenerationJob) -> HttpResponse:
     try:
         new = services.generation_rerun(user=request.user, job=job)
-    except (services.GenerationInputError, QueueUnavailable) as exc:
+    except (services.GenerationInputError, QuotaExceeded, QueueUnavailable) as exc:
         messages.error(request, str(exc))
         return redirect(f"{reverse('training:generate')}?job={job.pk}" if job.owner_id == request.user.pk
                         else reverse("training:generate"))

@@ -18,9 +18,14 @@ from typing import Any
 
 # A field is "Name: value," where value may be JSON-quoted when it holds a comma, colon or newline.
 # Keys are bounded in length so a long hostile line cannot make the scan quadratic.
-_FIELD = re.compile(r'\s*(\w[\w \-/]{0,63}):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
-_LORA_TAG = re.compile(r"<lora:([^:>]+)(?::([^:>]*))?(?::[^>]*)?>")
+# No leading \s*: findall skips whitespace by itself, and a leading \s* made a long run of spaces quadratic.
+_FIELD = re.compile(r'(\w[\w \-/]{0,63}):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
+_LORA_OPEN = "<lora:"
 _NEGATIVE = "Negative prompt:"
+# The text comes from any uploaded PNG. A1111's own parameters are a few KB; longer text is cut here, and
+# only so many LoRA tags are read from it (the rest are still removed from the prompt).
+MAX_PARAMETERS_CHARS = 32 * 1024
+MAX_LORA_TAGS = 32
 
 
 def a1111_parameters(
@@ -94,7 +99,7 @@ def parse_a1111_parameters(text: str) -> dict[str, Any]:
     "Name: value" as text), and where present steps, sampler, scheduler (our name), cfg_scale, seed,
     width, height, model, model_hash, lora_hashes {name: hash}.
     """
-    *lines, last = text.strip().split("\n")
+    *lines, last = text[:MAX_PARAMETERS_CHARS].strip().split("\n")
     if len(_FIELD.findall(last)) < 3:  # no settings line: the whole text is prompt (and negative prompt)
         lines.append(last)
         last = ""
@@ -108,15 +113,47 @@ def parse_a1111_parameters(text: str) -> dict[str, Any]:
         (negative_lines if in_negative else prompt_lines).append(line)
     raw_prompt = "\n".join(prompt_lines).strip()
     fields = {key.strip(): _unquote(value.strip()) for key, value in _FIELD.findall(last)}
+    tags = _lora_tags(raw_prompt)
+    kept, start = [], 0
+    for tag_start, tag_end, _name, _weight in tags:
+        kept.append(raw_prompt[start:tag_start])
+        start = tag_end
+    kept.append(raw_prompt[start:])
     result: dict[str, Any] = {
         "raw_prompt": raw_prompt,
-        "prompt": re.sub(r"\s{2,}", " ", _LORA_TAG.sub("", raw_prompt)).strip(),
+        "prompt": re.sub(r"\s{2,}", " ", "".join(kept)).strip(),
         "negative_prompt": "\n".join(negative_lines).strip(),
-        "loras": [(m.group(1), _float(m.group(2), 1.0)) for m in _LORA_TAG.finditer(raw_prompt)],
+        "loras": [(name, _float(weight, 1.0)) for _start, _end, name, weight in tags[:MAX_LORA_TAGS]],
         "fields": fields,
     }
     result.update(_typed_fields(fields))
     return result
+
+
+def _lora_tags(text: str) -> list[tuple[int, int, str, str | None]]:
+    """(start, end, name, weight text or None) of every "<lora:name[:weight[:more]]>" tag, in one pass.
+
+    A scanner, not a regex: a backtracking pattern took seconds on a prompt of a few thousand unclosed
+    "<lora:". Each character is looked at a bounded number of times. The name is at least one character
+    with no ':' or '>'; the tag ends at the first '>' after it.
+    """
+    tags: list[tuple[int, int, str, str | None]] = []
+    pos = 0
+    while True:
+        start = text.find(_LORA_OPEN, pos)
+        if start < 0:
+            return tags
+        body = start + len(_LORA_OPEN)
+        if body >= len(text) or text[body] in ":>":  # no name: not a tag, look on from the next character
+            pos = start + 1
+            continue
+        end = text.find(">", body)
+        if end < 0:  # no '>' anywhere after: no later tag can close either
+            return tags
+        name, sep, rest = text[body:end].partition(":")
+        weight = rest.partition(":")[0] if sep else None
+        tags.append((start, end + 1, name, weight))
+        pos = end + 1
 
 
 def _typed_fields(fields: Mapping[str, str]) -> dict[str, Any]:
@@ -183,7 +220,7 @@ def read_png_parameters(data: bytes) -> str | None:
     with Image.open(io.BytesIO(data), formats=["PNG"]) as img:
         img.load()
         value = getattr(img, "text", {}).get("parameters")
-    return str(value) if value is not None else None
+    return str(value)[:MAX_PARAMETERS_CHARS] if value is not None else None
 
 
 # --- hashes A1111 shows -------------------------------------------------------------------------------

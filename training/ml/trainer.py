@@ -25,6 +25,10 @@ from .train_config import TrainCallbacks, TrainConfig
 DIFFUSERS_WEIGHTS = "pytorch_lora_weights.safetensors"
 
 
+class _SamplingStopped(Exception):
+    """should_stop() turned true while sample images were being made; the run saves a checkpoint and stops."""
+
+
 @dataclass
 class LoadedRun:
     """Everything a running training holds on to."""
@@ -102,7 +106,11 @@ class Trainer:
                 saved = self.save_checkpoint()
             if cfg.sample_every and self.step % cfg.sample_every == 0:
                 t = time.perf_counter()
-                self.sample()
+                try:
+                    self.sample()
+                except _SamplingStopped:
+                    saved = saved or self.save_checkpoint()
+                    raise TrainingCancelled(self.step, str(saved)) from None
                 sampling += time.perf_counter() - t
             if self.step < cfg.steps and callbacks.should_stop():
                 saved = saved or self.save_checkpoint()
@@ -250,6 +258,14 @@ class Trainer:
         unet = self._unwrapped_unet()
         unet.eval()
         paths = []
+        callbacks, more_to_train = self.callbacks, self.step < self.config.steps
+
+        def check_cancel(_pipe: Any, _index: int, _timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
+            # Samples of several prompts can take as long as many training steps: a cancel must not wait for them.
+            if more_to_train and callbacks.should_stop():
+                raise _SamplingStopped()
+            return tensors
+
         try:
             with torch.no_grad(), accelerator.autocast():
                 for index, prompt in enumerate(self.config.sample_prompts):
@@ -259,6 +275,7 @@ class Trainer:
                         width=self.config.resolution,
                         height=self.config.resolution,
                         generator=torch.Generator().manual_seed(self.config.seed + index),
+                        callback_on_step_end=check_cancel,
                     ).images[0]
                     path = folder / f"{index:02d}.png"
                     image.save(path)

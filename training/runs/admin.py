@@ -75,3 +75,9 @@ class LoraModelAdmin(admin.ModelAdmin):
     list_filter = ("is_public", "base_model")
     search_fields = ("name", "friendly_name", "owner__username", "trigger_words")
     raw_id_fields = ("owner", "training_run")
+    # The files are what the run's job wrote; an editable path would let the download serve any file on the
+    # server (the views only serve files inside the run's folder, but the admin must not offer the choice).
+    readonly_fields = ("diffusers_file", "kohya_file")
+
+    def has_add_permission(self, request):
+        return False  # a LoRA comes from a finished training run, which registers its files

@@ -15,6 +15,7 @@ from ninja.pagination import paginate
 
 from imagineer.api import Pagination
 from imagineer.jobs import QueueUnavailable
+from imagineer.quotas import QuotaExceeded
 
 from ..models import BaseModel, LoraModel, TrainingRun
 from . import selectors, services
@@ -206,8 +207,8 @@ def _run(request, run_id: int) -> TrainingRun:
 RunId = Annotated[int, PathParam(..., ge=1, le=MAX_ID)]
 
 
-@router.post("/training/runs", response={201: RunOut, 400: Message, **ERRORS, 503: Message},
-             summary="Start a training run on albums")
+@router.post("/training/runs", response={201: RunOut, 400: Message, **ERRORS, 429: Message, 503: Message},
+             summary="Start a training run on albums (429 when you already have your limit queued or running)")
 def create_run(request, payload: RunIn):
     data = payload.dict()
     album_ids, name, base_model = data.pop("album_ids"), data.pop("name"), data.pop("base_model")
@@ -216,6 +217,8 @@ def create_run(request, payload: RunIn):
                                   base_model=base_model)
     except RunInputError as exc:
         raise _field_errors(exc)
+    except QuotaExceeded as exc:
+        raise HttpError(429, str(exc))
     except QueueUnavailable as exc:
         raise HttpError(503, str(exc))
     return Status(201, _run(request, run.pk))
@@ -247,7 +250,8 @@ def cancel_run(request, run_id: RunId):
     return _run(request, run_id)
 
 
-@router.post("/training/runs/{run_id}/resume", response={200: RunOut, **NOT_FOUND, 409: Message, 503: Message},
+@router.post("/training/runs/{run_id}/resume",
+             response={200: RunOut, **NOT_FOUND, 409: Message, 429: Message, 503: Message},
              summary="Resume a cancelled or failed run from its last checkpoint")
 def resume_run(request, run_id: RunId):
     run = _run(request, run_id)
@@ -255,6 +259,8 @@ def resume_run(request, run_id: RunId):
         services.run_resume(run=run)
     except services.RunStateError as exc:
         raise HttpError(409, str(exc))
+    except QuotaExceeded as exc:
+        raise HttpError(429, str(exc))
     except QueueUnavailable as exc:
         raise HttpError(503, str(exc))
     return _run(request, run_id)

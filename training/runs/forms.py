@@ -5,6 +5,14 @@ from django import forms
 from ..models import BaseModel
 from .params import MAX_EPOCHS, MAX_SAMPLE_PROMPT, PARAMS, PRESET_LABELS, PRESETS, RunInputError
 
+# A model this small (the tiny test model, 64 px) is for trying the whole loop out, not for learning a
+# style: its first run should take a minute on a CPU, so it starts from the quick preset.
+DEMO_MODEL_MAX_SIZE = 128
+
+
+def suggested_preset_for(native_size: int | None) -> str:
+    return "quick" if native_size is not None and native_size <= DEMO_MODEL_MAX_SIZE else "standard"
+
 MIXED_CHOICES = [("no", "No (fp32)"), ("fp16", "fp16 (CUDA)"), ("bf16", "bf16 (CUDA)")]
 
 
@@ -44,21 +52,38 @@ class RunForm(forms.Form):
                 "gradient_checkpointing", "caption_dropout", "center_crop", "random_flip", "checkpoint_every",
                 "sample_every", "sample_prompt")
 
-    def __init__(self, *args, albums=(), base_models=None, user=None, **kwargs):
+    def __init__(self, *args, albums=(), base_models=None, user=None, sample_prompts=None, **kwargs):
+        """`sample_prompts` ({album id: prompt}) prefills the sample prompt for the album chosen up front."""
         super().__init__(*args, **kwargs)
         for name in self.advanced:
             self.fields[name] = _field(name)
-        for name, value in PRESETS["standard"].items():
-            self.fields[name].initial = value
         self.fields["resolution"].help_text += " Empty: the base model's native size."
         self.fields["resolution"].initial = None
-        self.fields["sample_prompt"].help_text = "Several prompts: separate them with |."
+        self.fields["sample_prompt"].help_text = ("Empty: the caption of the dataset's first image. Several prompts: "
+                                                  "separate them with |.")
         self.album_rows = list(albums)
         self.fields["albums"].choices = [(a.pk, self._album_label(a, user)) for a in self.album_rows]
+        self.sample_prompts = dict(sample_prompts or {})
+        self.model_sizes: dict[str, int] = {}
+        default = None
         if base_models is not None:
             self.fields["base_model"].queryset = base_models
             default = base_models.filter(is_default=True).first() or base_models.first()
             self.fields["base_model"].initial = default.name if default else None
+            self.model_sizes = {m.name: m.native_size for m in base_models}
+        # The defaults suit the default model: its own size, and a preset it trains in reasonable time.
+        preset = suggested_preset_for(default.native_size if default else None)
+        self.fields["preset"].initial = preset
+        for name, value in PRESETS[preset].items():
+            self.fields[name].initial = value
+        if default is not None:
+            self.fields["resolution"].initial = default.native_size
+        # One album only: a newcomer's first run needs no choosing.
+        if not self.initial.get("albums") and len(self.album_rows) == 1:
+            self.initial["albums"] = [self.album_rows[0].pk]
+        chosen = self.initial.get("albums") or []
+        if chosen and chosen[0] in self.sample_prompts:
+            self.fields["sample_prompt"].initial = self.sample_prompts[chosen[0]]
 
     @staticmethod
     def _album_label(album, user) -> str:

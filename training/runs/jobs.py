@@ -19,6 +19,7 @@ from django.core.files.storage import default_storage
 from django.db import DatabaseError, connection
 from django.utils import timezone
 
+from imagineer import fairqueue
 from imagineer.jobs import JobCancelled, JobContext, JobError, run_job
 
 from ..models import TrainingRun, TrainingStage
@@ -275,5 +276,20 @@ def train_body(ctx: JobContext) -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def run_training(run_id: int):
-    return run_job(TrainingRun, run_id, train_body)
+def run_training(run_id: int) -> str | None:
+    """RQ entry point: start the fairest queued run (one per task; see imagineer.fairqueue), often not `run_id`.
+
+    The train queue is shared by everyone, and a run takes hours, so runs go round robin by user like
+    generations do. Outside a worker (`manage.py train_lora --inline`, benchmarks) it runs exactly `run_id`.
+    Returns the final status, or None when nothing waited.
+    """
+    from rq import get_current_job
+
+    current = get_current_job()
+    if current is None:
+        return run_job(TrainingRun, run_id, train_body)
+    run = fairqueue.claim_next(TrainingRun, task_id=current.id)
+    if run is None:
+        return None
+    # The claim marked the row running for this task; run_job takes it over as this task's.
+    return run_job(TrainingRun, run.pk, train_body, task_id=current.id)

@@ -53,25 +53,28 @@ PARAMS: dict[str, Param] = {p.name: p for p in [
     Param("checkpoint_every", int, 100, "Checkpoint every", 0, 100_000,
           "Steps between checkpoints (0: only at the end); a resume continues from the last one."),
     Param("sample_every", int, 0, "Sample every", 0, 100_000, "Steps between sample images (0: none)."),
-    Param("sample_prompt", str, "", "Sample prompt", help="Prompt for the sample images."),
+    Param("sample_prompt", str, "", "Sample prompt",
+          help="Prompt for the sample images. Empty: the caption of the dataset's first image."),
 ]}
 
 MAX_EPOCHS = 1000
 
-# Presets fill the fields on the create page; every value can still be edited before starting.
+# Presets fill the fields on the create page; every value can still be edited before starting. Each one
+# samples a few times along the way, so the run page shows what the LoRA is learning.
 PRESETS: dict[str, dict[str, Any]] = {
     "quick": {"steps": 300, "batch_size": 1, "learning_rate": 2e-4, "rank": 8, "alpha": 8.0,
-              "checkpoint_every": 100},
+              "checkpoint_every": 100, "sample_every": 100},
     "standard": {"steps": 1000, "batch_size": 2, "learning_rate": 1e-4, "rank": 16, "alpha": 16.0,
-                 "checkpoint_every": 200},
+                 "checkpoint_every": 200, "sample_every": 250},
     "strong": {"steps": 3000, "batch_size": 2, "learning_rate": 1e-4, "rank": 32, "alpha": 16.0,
-               "checkpoint_every": 250},
+               "checkpoint_every": 250, "sample_every": 500},
 }
 PRESET_LABELS = {"quick": "Quick (300 steps, rank 8)", "standard": "Standard (1000 steps, rank 16)",
                  "strong": "Strong (3000 steps, rank 32)"}
 
 
 def default_resolution(kind: str) -> int:
+    """The usual size of a model kind; a registered model may know its own (BaseModel.native_size)."""
     return 1024 if kind == "sdxl" else 512
 
 
@@ -112,11 +115,13 @@ def _coerce(param: Param, value: Any) -> Any:
     return value.strip()
 
 
-def clean_params(raw: Mapping[str, Any], *, kind: str = "sd15", image_count: int | None = None) -> dict[str, Any]:
+def clean_params(raw: Mapping[str, Any], *, kind: str = "sd15", image_count: int | None = None,
+                 native_resolution: int | None = None, default_sample_prompt: str = "") -> dict[str, Any]:
     """Validate and complete hyperparameters; raise RunInputError naming every bad field.
 
-    Missing or None values take their defaults (resolution: the base model kind's native size; alpha: the rank).
-    `epochs`, when given, sets steps from the image count and batch size.
+    Missing or None values take their defaults (resolution: the base model's native size, else its kind's;
+    alpha: the rank). With samples on and no prompt, the samples use `default_sample_prompt` (a caption
+    of the dataset). `epochs`, when given, sets steps from the image count and batch size.
     """
     errors: dict[str, list[str]] = {}
     cleaned: dict[str, Any] = {}
@@ -124,7 +129,7 @@ def clean_params(raw: Mapping[str, Any], *, kind: str = "sd15", image_count: int
         value = raw.get(name)
         if value is None or (isinstance(value, str) and value.strip() == "" and param.kind is not str):
             if name == "resolution":
-                value = default_resolution(kind)
+                value = native_resolution or default_resolution(kind)
             elif name == "alpha":
                 value = float(cleaned.get("rank", PARAMS["rank"].default))  # alpha = rank: a scale of 1
             else:
@@ -144,6 +149,8 @@ def clean_params(raw: Mapping[str, Any], *, kind: str = "sd15", image_count: int
     if "mixed_precision" in cleaned and cleaned["mixed_precision"] not in MIXED_PRECISION:
         errors.setdefault("mixed_precision", []).append("Mixed precision must be no, fp16 or bf16.")
     prompt = cleaned.get("sample_prompt", "")
+    if not prompt and cleaned.get("sample_every") and default_sample_prompt.strip():
+        prompt = cleaned["sample_prompt"] = default_sample_prompt.strip()[:MAX_SAMPLE_PROMPT]
     if len(prompt) > MAX_SAMPLE_PROMPT:
         errors.setdefault("sample_prompt", []).append(f"The sample prompt is at most {MAX_SAMPLE_PROMPT} characters.")
     if cleaned.get("sample_every") and not prompt:

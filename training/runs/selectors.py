@@ -10,16 +10,19 @@ from pathlib import Path
 
 from django.db.models import Q
 
-from gallery.models import Album
+from gallery.models import Album, Image
+from labeling.selectors import training_captions
 
 from ..models import BaseModel, LoraModel, TrainingRun
+from .params import MAX_SAMPLE_PROMPT
 from .services import LOG_NAME
 
 
 def albums_for_training(user):
-    """Albums a user may train on, with image counts: their own; staff may use anyone's."""
+    """Albums a user may train on, with the count of images they may see (what a snapshot would take):
+    their own; staff may use anyone's."""
     qs = Album.objects.all() if user.is_staff else Album.objects.filter(owner=user)
-    return qs.with_counts().select_related("owner").order_by("owner__username", "name")
+    return qs.with_counts(user).select_related("owner").order_by("owner__username", "name")
 
 
 def runs_visible_to(user):
@@ -115,15 +118,38 @@ def sample_images(run: TrainingRun) -> list[dict]:
     return found
 
 
+def dataset_image_ids_visible_to(run: TrainingRun, user) -> set[int]:
+    """The ids of the run's frozen dataset images that `user` may still see (gallery's visibility rule)."""
+    ids = [entry.get("image_id") for entry in run.dataset if isinstance(entry.get("image_id"), int)]
+    return set(Image.objects.visible_to(user).filter(pk__in=ids).values_list("pk", flat=True))
+
+
+def artifact_path(run: TrainingRun, name: str | Path) -> Path | None:
+    """`name` (absolute, or relative to the run's folder) as an existing file inside the run's own folder under
+    MODELS_DIR, else None. Only files the run's job wrote are ever served: the names come from our own job,
+    but a row is data, and a path anywhere else (the database, settings, another run) must never be."""
+    if not name:
+        return None
+    root = run.run_dir.resolve()
+    path = Path(name)
+    path = (path if path.is_absolute() else root / path).resolve()  # resolve(): symlinks cannot lead out
+    return path if path.is_relative_to(root) and path.is_file() else None
+
+
+def lora_file(lora: LoraModel, fmt: str) -> Path | None:
+    """The LoRA's file in `fmt` ("diffusers" or "kohya") when its run wrote it and it still exists."""
+    name = {"diffusers": lora.diffusers_file, "kohya": lora.kohya_file}.get(fmt)
+    if not name or lora.training_run is None:
+        return None
+    return artifact_path(lora.training_run, name)
+
+
 def sample_path(run: TrainingRun, step: int, index: int) -> Path | None:
     for entry in run.samples:
         if int(entry.get("step", -1)) == step:
             files = entry.get("files", [])
             if 0 <= index < len(files):
-                path = (run.run_dir / files[index]).resolve()
-                # The names come from our own job, but the row is data: never leave the run folder.
-                if path.is_relative_to(run.run_dir.resolve()) and path.is_file():
-                    return path
+                return artifact_path(run, files[index])
     return None
 
 
@@ -131,11 +157,25 @@ def run_files(run: TrainingRun) -> dict[str, Path]:
     """The downloadable files that exist now: lora (diffusers), kohya, log."""
     files: dict[str, Path] = {}
     lora = LoraModel.objects.filter(training_run=run).first()
+    candidates = {"log": LOG_NAME}
     if lora is not None:
-        for key, name in (("lora", lora.diffusers_file), ("kohya", lora.kohya_file)):
-            if name and Path(name).is_file():
-                files[key] = Path(name)
-    log = run.run_dir / LOG_NAME
-    if log.is_file():
-        files["log"] = log
+        candidates.update(lora=lora.diffusers_file, kohya=lora.kohya_file)
+    for key, name in candidates.items():
+        path = artifact_path(run, name)
+        if path is not None:
+            files[key] = path
     return files
+
+
+def sample_prompts_for(albums, user) -> dict[int, str]:
+    """{album id: a sample prompt}: the caption the album's first image trains with (else the album name),
+    so the samples show what the run learns. Two queries for any number of albums."""
+    albums = list(albums)
+    first: dict[int, int] = {}
+    rows = (Image.objects.visible_to(user).filter(album_entries__album__in=albums)
+            .order_by("album_entries__album_id", "album_entries__position", "pk")
+            .values_list("album_entries__album_id", "pk"))
+    for album_id, image_id in rows:
+        first.setdefault(album_id, image_id)
+    captions = training_captions(list(first.values()))
+    return {album.pk: (captions.get(first.get(album.pk), "") or album.name)[:MAX_SAMPLE_PROMPT] for album in albums}

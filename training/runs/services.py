@@ -16,9 +16,10 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
-from gallery.models import Album, Image
+from gallery.models import Album
 from imagineer.jobs import enqueue_job, ensure_queue_available, job_cancel
 from imagineer.models import JobStatus
+from imagineer.quotas import CostTooHigh, quota_check, training_cost_check
 from labeling.selectors import training_captions
 
 from ..models import BaseModel, LoraModel, ModelKind, SourceType, TrainingRun, TrainingStage
@@ -51,6 +52,25 @@ def detect_kind(source: str, source_type: str) -> str | None:
     except (OSError, ValueError):
         return None
     return _MODEL_CLASSES.get(found)
+
+
+def detect_native_resolution(source: str, source_type: str) -> int | None:
+    """The pixel size a diffusers folder's UNet works at: its latent sample_size times the VAE's scale factor
+    (2 per down block after the first), as diffusers' pipelines compute their default size. Cheap: two small
+    JSON files. None when the folder does not say (single files and hub ids: the kind's usual size applies)."""
+    if source_type != SourceType.FOLDER:
+        return None
+    try:
+        sample_size = json.loads((Path(source) / "unet" / "config.json").read_text()).get("sample_size")
+        blocks = json.loads((Path(source) / "vae" / "config.json").read_text()).get("block_out_channels")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if isinstance(sample_size, list) and sample_size:  # (height, width): square models are what we train
+        sample_size = sample_size[0]
+    if type(sample_size) is not int or not isinstance(blocks, list) or not blocks:
+        return None
+    size = sample_size * 2 ** (len(blocks) - 1)
+    return size if 16 <= size <= 2048 and size % 8 == 0 else None  # the sizes a run may train at
 
 
 def check_base_model_source(*, source: str, kind: str, source_type: str) -> None:
@@ -94,7 +114,8 @@ def base_model_register(*, name: str, source: str, kind: str | None = None, sour
     kind = kind or detect_kind(source, source_type) or ModelKind.SD15
     check_base_model_source(source=source, kind=kind, source_type=source_type)
     model, _ = BaseModel.objects.update_or_create(
-        name=name, defaults={"source": source, "kind": kind, "source_type": source_type, "description": description}
+        name=name, defaults={"source": source, "kind": kind, "source_type": source_type, "description": description,
+                             "native_resolution": detect_native_resolution(source, source_type)}
     )
     if make_default:
         base_model_set_default(model=model)
@@ -112,15 +133,14 @@ def base_model_set_default(*, model: BaseModel) -> None:
 
 
 def dataset_snapshot(*, user, albums: Sequence[Album]) -> list[dict[str, Any]]:
-    """The frozen dataset: every live image of the albums the user may see, with the caption used.
+    """The frozen dataset: every image of the albums that the user may see, with the caption used.
 
     An image in several albums appears once, captioned with the first album's name as the fallback.
     """
-    visible = Image.objects.visible_to(user)
     entries: list[dict[str, Any]] = []
     seen: set[int] = set()
     for album in albums:
-        images = [img for img in album.ordered_images().filter(pk__in=visible.values("pk")) if img.pk not in seen]
+        images = [img for img in album.images_visible_to(user) if img.pk not in seen]
         captions = training_captions([img.pk for img in images], fallback=album.name)
         for img in images:
             seen.add(img.pk)
@@ -163,7 +183,8 @@ def resolve_base_model(name: str | None) -> BaseModel:
 
 def run_create(*, owner, album_ids: Iterable[int], params: dict[str, Any], name: str = "",
                base_model: BaseModel | str | None = None, enqueue: bool = True) -> TrainingRun:
-    """Validate, freeze the dataset, create the run and queue it. Raises RunInputError or QueueUnavailable.
+    """Validate, freeze the dataset, create the run and queue it. Raises RunInputError (also for more work than
+    TRAIN_MAX_COST allows), QuotaExceeded (the owner has too many runs queued or running) or QueueUnavailable.
 
     Nothing is written unless everything is valid and the queue is reachable.
     """
@@ -186,16 +207,26 @@ def run_create(*, owner, album_ids: Iterable[int], params: dict[str, Any], name:
     if albums and not snapshot:
         errors["album_ids"] = ["The chosen albums have no images to train on."]
     try:
-        cleaned = clean_params(params, kind=model.kind if model else ModelKind.SD15, image_count=len(snapshot))
+        cleaned = clean_params(params, kind=model.kind if model else ModelKind.SD15, image_count=len(snapshot),
+                               native_resolution=model.native_size if model else None,
+                               default_sample_prompt=snapshot[0]["caption"] if snapshot else "")
     except RunInputError as exc:
         errors.update(exc.errors)
         cleaned = {}
+    if cleaned:
+        try:
+            training_cost_check(steps=cleaned["steps"], batch_size=cleaned["batch_size"],
+                                resolution=cleaned["resolution"])
+        except CostTooHigh as exc:
+            errors.setdefault(exc.field, []).append(str(exc))
     if errors:
         raise RunInputError(errors)
     epochs = cleaned.pop("epochs", None)
     if enqueue:
         ensure_queue_available()
     with transaction.atomic():
+        if enqueue:
+            quota_check(user=owner, model=TrainingRun)  # raises QuotaExceeded
         run = TrainingRun.objects.create(
             owner=owner, name=name or _default_name(albums), base_model=model, dataset=snapshot,
             album_names=[a.name for a in albums], total_steps=cleaned["steps"],
@@ -221,7 +252,10 @@ def latest_checkpoint_step(run: TrainingRun) -> int | None:
 
 
 def run_resume(*, run: TrainingRun) -> TrainingRun:
-    """Queue a cancelled or failed run again; it continues from its last checkpoint (or starts over)."""
+    """Queue a cancelled or failed run again; it continues from its last checkpoint (or starts over).
+
+    The run counts against its owner's limit again, so QuotaExceeded when they already have enough active.
+    """
     if run.status not in (JobStatus.CANCELLED, JobStatus.FAILED):
         raise RunStateError(f"Only a cancelled or failed run can be resumed; this one is {run.status}.")
     if LoraModel.objects.filter(training_run=run).exists():
@@ -230,6 +264,7 @@ def run_resume(*, run: TrainingRun) -> TrainingRun:
     step = latest_checkpoint_step(run)
     message = f"Queued to resume from step {step}." if step else "Queued to start again (no checkpoint was saved)."
     with transaction.atomic():
+        quota_check(user=run.owner, model=TrainingRun)  # raises QuotaExceeded
         updated = TrainingRun.objects.filter(pk=run.pk, status__in=[JobStatus.CANCELLED, JobStatus.FAILED]).update(
             status=JobStatus.QUEUED, cancel_requested=False, cancel_requested_at=None, finished_at=None,
             heartbeat_at=None, error="", message=message, stage=TrainingStage.QUEUED,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import shutil
 import tempfile
 import zipfile
@@ -17,10 +18,11 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from imagineer.jobs import QueueUnavailable
 from imagineer.models import JobStatus
+from imagineer.quotas import QuotaExceeded
 
 from ..models import LoraModel, TrainingRun
-from . import selectors, services
-from .forms import LoraEditForm, RunForm
+from . import estimates, selectors, services
+from .forms import LoraEditForm, RunForm, suggested_preset_for
 from .params import PRESETS, RunInputError
 
 
@@ -43,19 +45,19 @@ def index(request: HttpRequest) -> HttpResponse:
     return render(request, "training/runs/index.html", {"runs": runs[:100], "show_all": show_all})
 
 
-def _run_form(request: HttpRequest, data=None) -> RunForm:
-    return RunForm(data, albums=selectors.albums_for_training(request.user), base_models=selectors.base_models(),
-                   user=request.user)
+def _run_form(request: HttpRequest, data=None, *, initial=None, with_prompts: bool = True) -> RunForm:
+    albums = list(selectors.albums_for_training(request.user))
+    prompts = selectors.sample_prompts_for(albums, request.user) if with_prompts else None
+    return RunForm(data, initial=initial, albums=albums, base_models=selectors.base_models(), user=request.user,
+                   sample_prompts=prompts)
 
 
 @login_required
 @require_http_methods(["GET", "POST"])
 def run_create(request: HttpRequest) -> HttpResponse:
     if request.method == "GET":
-        form = _run_form(request)
         album = request.GET.get("album", "")
-        if album.isdigit():
-            form.initial["albums"] = [int(album)]
+        form = _run_form(request, initial={"albums": [int(album)]} if album.isdigit() else None)
         return _render_create(request, form)
     form = _run_form(request, request.POST)
     if not form.is_valid():
@@ -67,6 +69,9 @@ def run_create(request: HttpRequest) -> HttpResponse:
     except RunInputError as exc:
         form.add_service_errors(exc)
         return _render_create(request, form, status=400)
+    except QuotaExceeded as exc:
+        form.add_error(None, str(exc))
+        return _render_create(request, form, status=429)
     except QueueUnavailable as exc:
         form.add_error(None, str(exc))
         return _render_create(request, form, status=503)
@@ -76,8 +81,46 @@ def run_create(request: HttpRequest) -> HttpResponse:
 
 def _render_create(request: HttpRequest, form: RunForm, status: int = 200) -> HttpResponse:
     context = {"form": form, "presets": PRESETS, "has_albums": bool(form.album_rows),
-               "has_models": selectors.base_models().exists()}
+               "has_models": selectors.base_models().exists(), **_estimate_context(form),
+               "form_defaults": {"models": {name: {"size": size, "preset": suggested_preset_for(size)}
+                                            for name, size in form.model_sizes.items()},
+                                 "prompts": {str(pk): prompt for pk, prompt in form.sample_prompts.items()}}}
     return render(request, "training/runs/create.html", context, status=status)
+
+
+def _estimate_context(form: RunForm) -> dict:
+    """The expected duration of the run the form describes now (its data, else its initial values); any
+    value that is not a number yet just leaves the estimate out."""
+    def number(name: str) -> int | None:
+        raw = form[name].value()
+        try:
+            value = int(str(raw).strip()) if raw not in (None, "") else None
+        except ValueError:
+            return None
+        return value if value is not None and 0 < value <= 1_000_000 else None
+
+    name = form["base_model"].value()
+    model = form.fields["base_model"].queryset.filter(name=name).first() if isinstance(name, str) and name else None
+    if model is None and not form.is_bound:
+        model = form.fields["base_model"].queryset.filter(name=form.fields["base_model"].initial).first()
+    resolution = number("resolution") or (model.native_size if model else None)
+    batch_size = number("batch_size")
+    steps, epochs = number("steps"), number("epochs")
+    if epochs and batch_size:
+        chosen = {str(pk) for pk in (form["albums"].value() or [])}
+        images = sum(a.image_count for a in form.album_rows if str(a.pk) in chosen)
+        steps = math.ceil(epochs * images / batch_size) if images else steps
+    result = estimates.estimate(base_model=model, resolution=resolution, steps=steps, batch_size=batch_size)
+    return {"estimate": result, "estimate_model": model, "estimate_resolution": resolution,
+            "estimate_batch_size": batch_size}
+
+
+@login_required
+@require_GET
+def run_estimate(request: HttpRequest) -> HttpResponse:
+    """The create page's duration line for the settings it sends (htmx, whenever a field changes)."""
+    form = _run_form(request, request.GET, with_prompts=False)
+    return render(request, "training/runs/_estimate.html", _estimate_context(form))
 
 
 def _status_context(run: TrainingRun) -> dict:
@@ -123,7 +166,7 @@ def run_resume(request: HttpRequest, pk: int) -> HttpResponse:
     run = _get_run_for_user(request, pk)
     try:
         services.run_resume(run=run)
-    except (services.RunStateError, QueueUnavailable) as exc:
+    except (services.RunStateError, QuotaExceeded, QueueUnavailable) as exc:
         messages.error(request, str(exc))
     else:
         messages.success(request, run.message)
@@ -138,7 +181,7 @@ def run_resume(request: HttpRequest, pk: int) -> HttpResponse:
 def run_download(request: HttpRequest, pk: int, what: str) -> HttpResponse:
     run = _get_run_for_user(request, pk)
     if what == "dataset":
-        return _dataset_zip(run)
+        return _dataset_zip(run, request.user)
     path = selectors.run_files(run).get(what)
     if path is None:
         raise Http404("No such file.")
@@ -149,10 +192,14 @@ def run_download(request: HttpRequest, pk: int, what: str) -> HttpResponse:
     return FileResponse(path.open("rb"), as_attachment=True, filename=names[what], content_type=content_type)
 
 
-def _dataset_zip(run: TrainingRun) -> HttpResponse:
-    """The frozen dataset as trained: kohya layout (image + .txt caption) plus metadata.jsonl."""
+def _dataset_zip(run: TrainingRun, user) -> HttpResponse:
+    """The frozen dataset as trained: kohya layout (image + .txt caption) plus metadata.jsonl.
+
+    Only the images `user` may still see: one that turned private since the run started is left out.
+    """
     import json
 
+    visible = selectors.dataset_image_ids_visible_to(run, user)
     root = Path(settings.WORK_DIR) / "exports"
     root.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(dir=root, prefix=f"run-{run.pk}-"))
@@ -162,7 +209,7 @@ def _dataset_zip(run: TrainingRun) -> HttpResponse:
         with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_STORED) as zf:
             for n, entry in enumerate(run.dataset, start=1):
                 name = entry.get("file", "")
-                if not name or not default_storage.exists(name):
+                if entry.get("image_id") not in visible or not name or not default_storage.exists(name):
                     continue
                 filename = f"{n:05d}{Path(name).suffix.lower()}"
                 with default_storage.open(name, "rb") as src, zf.open(filename, "w") as dst:
@@ -210,8 +257,8 @@ def lora_detail(request: HttpRequest, pk: int) -> HttpResponse:
                                  "trigger_words": lora.trigger_words, "is_public": lora.is_public})
     return render(request, "training/runs/lora_detail.html", {
         "lora": lora, "run": run, "can_manage": can_manage, "form": form,
-        "has_diffusers": Path(lora.diffusers_file).is_file(),
-        "has_kohya": bool(lora.kohya_file) and Path(lora.kohya_file).is_file(),
+        "has_diffusers": selectors.lora_file(lora, "diffusers") is not None,
+        "has_kohya": selectors.lora_file(lora, "kohya") is not None,
     })
 
 
@@ -233,13 +280,12 @@ def lora_edit(request: HttpRequest, pk: int) -> HttpResponse:
 @require_GET
 def lora_download(request: HttpRequest, pk: int, fmt: str) -> HttpResponse:
     lora = _get_lora_for_user(request, pk)
-    if fmt == "diffusers":
-        path, filename = Path(lora.diffusers_file), f"{lora.name}.diffusers.safetensors"
-    elif fmt == "kohya" and lora.kohya_file:
-        path, filename = Path(lora.kohya_file), f"{lora.name}.safetensors"
-    else:
+    filenames = {"diffusers": f"{lora.name}.diffusers.safetensors", "kohya": f"{lora.name}.safetensors"}
+    if fmt not in filenames:
         raise Http404("No such format.")
-    if not path.is_file():
+    # Only a file the LoRA's run wrote, inside its own folder; a path anywhere else is as good as gone.
+    path = selectors.lora_file(lora, fmt)
+    if path is None:
         raise Http404("The file is gone.")
-    return FileResponse(path.open("rb"), as_attachment=True, filename=filename,
+    return FileResponse(path.open("rb"), as_attachment=True, filename=filenames[fmt],
                         content_type="application/octet-stream")

@@ -175,6 +175,5 @@ from .runs_fixtures import (  # noqa: E402,F401
     run_album,
     tiny_base_model,
     training_dirs,
-    training_redis_db,
     unloaded_model,
 )

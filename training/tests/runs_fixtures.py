@@ -33,22 +33,6 @@ def picture(colour: str, size: tuple[int, int]) -> bytes:
 COLOURS = [("red", (48, 32)), ("green", (32, 32)), ("blue", (32, 48)), ("yellow", (40, 40))]
 
 
-# Other test runs on a shared machine use Redis database 0; training tests keep to their own database so
-# a parallel run's queue clean-up cannot drop a job of ours mid-test (and ours cannot drop theirs).
-REDIS_DB = 11
-
-
-@pytest.fixture
-def training_redis_db(settings):
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(settings.REDIS_URL)
-    url = urlunsplit(parts._replace(path=f"/{REDIS_DB}"))
-    settings.REDIS_URL = url
-    settings.RQ_QUEUES = {name: {**config, "URL": url} for name, config in settings.RQ_QUEUES.items()}
-    return url
-
-
 @pytest.fixture
 def training_dirs(settings, tmp_path):
     """Models and work folders private to the test."""

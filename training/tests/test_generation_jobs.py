@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from gallery.models import Image
-from imagineer.jobs import job_cancel, reap_stale_jobs
+from imagineer.jobs import get_queue, job_cancel, reap_stale_jobs
 from imagineer.models import JobStatus
 from imagineer.testing import stored_files
 from training.generation import selectors
@@ -155,8 +155,6 @@ def test_one_users_burst_does_not_starve_the_others(user, other_user, make_user,
 
 def test_every_waiting_row_keeps_a_live_task_when_a_task_starts_another_row(user, other_user, base_model,
                                                                             run_worker, redis_conn):
-    import django_rq
-
     a1, a2 = (generation_create(user=user, prompt=f"a{i}", **FAST) for i in range(2))
     b1 = generation_create(user=other_user, prompt="b", **FAST)
     b1_task = _done(b1).rq_job_id
@@ -165,7 +163,7 @@ def test_every_waiting_row_keeps_a_live_task_when_a_task_starts_another_row(user
     assert _done(a1).status == JobStatus.SUCCEEDED and _done(b1).status == JobStatus.SUCCEEDED
     a2 = _done(a2)
     assert a2.status == JobStatus.QUEUED and a2.rq_job_id == b1_task
-    assert b1_task in django_rq.get_queue("generate").job_ids
+    assert b1_task in get_queue("generate").job_ids
     assert reap_stale_jobs()["lost"] == 0
     run_worker("generate")
     assert _done(a2).status == JobStatus.SUCCEEDED

@@ -21,9 +21,9 @@ pytestmark = pytest.mark.usefixtures("media_root")
 
 
 def _queued_tasks(redis_conn) -> int:
-    import django_rq
+    from imagineer.jobs import get_queue
 
-    return django_rq.get_queue("generate").count
+    return get_queue("generate").count
 
 
 BAD_INPUTS = [

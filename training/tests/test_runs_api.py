@@ -9,7 +9,7 @@ from imagineer.services import api_token_create
 from training.models import TrainingRun
 from training.runs import services
 
-pytestmark = pytest.mark.usefixtures("training_redis_db", "media_root", "training_dirs")
+pytestmark = pytest.mark.usefixtures("media_root", "training_dirs")
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from django.core.management.base import CommandError
 from imagineer.models import JobStatus
 from training.models import BaseModel, LoraModel, TrainingRun
 
-pytestmark = pytest.mark.usefixtures("training_redis_db", "media_root", "training_dirs")
+pytestmark = pytest.mark.usefixtures("media_root", "training_dirs")
 
 
 def _call(*args, **kwargs) -> str:

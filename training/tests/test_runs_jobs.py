@@ -17,7 +17,7 @@ from training.runs import services
 
 from .runs_fixtures import FAST, RESOLUTION, dataset_folders, wait_until
 
-pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("training_redis_db", "media_root", "training_dirs")]
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("media_root", "training_dirs")]
 
 
 def _start(user, shapes, **overrides):

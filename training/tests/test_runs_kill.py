@@ -21,7 +21,7 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from imagineer.jobs import reap_stale_jobs
+from imagineer.jobs import get_queue, queue_name, reap_stale_jobs
 from imagineer.models import JobStatus
 from training.models import LoraModel
 from training.runs import services
@@ -30,7 +30,7 @@ from .runs_fixtures import FAST, dataset_folders, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
-pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("training_redis_db", "media_root", "training_dirs")]
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("media_root", "training_dirs")]
 
 
 @contextmanager
@@ -61,10 +61,8 @@ def shared_database(folder: Path):
 
 
 def test_a_killed_worker_is_reaped_and_the_run_resumes_at_its_last_checkpoint(
-    user, run_album, tiny_base_model, settings, media_root, training_redis_db, redis_conn, run_worker, tmp_path
+    user, run_album, tiny_base_model, settings, media_root, redis_conn, run_worker, tmp_path
 ):
-    import django_rq
-
     shapes, _ = run_album
     run = services.run_create(owner=user, album_ids=[shapes.pk], name="Killed",
                               params={**FAST, "steps": 24, "batch_size": 1, "checkpoint_every": 3})
@@ -81,11 +79,12 @@ def test_a_killed_worker_is_reaped_and_the_run_resumes_at_its_last_checkpoint(
                 "IMAGINEER_MODELS_DIR": str(settings.MODELS_DIR),
                 "IMAGINEER_WORK_DIR": str(settings.WORK_DIR),
                 "IMAGINEER_DEVICE": "cpu",
-                "REDIS_URL": training_redis_db,
+                "REDIS_URL": settings.REDIS_URL,
+                "IMAGINEER_REDIS_PREFIX": settings.REDIS_PREFIX,
             }
             worker = subprocess.Popen(
-                [sys.executable, "manage.py", "rqworker", "train", "--worker-class", "imagineer.worker.WarmWorker",
-                 "--burst"],
+                [sys.executable, "manage.py", "rqworker", queue_name("train"), "--worker-class",
+                 "imagineer.worker.WarmWorker", "--burst"],
                 cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )
             try:
@@ -119,5 +118,5 @@ def test_a_killed_worker_is_reaped_and_the_run_resumes_at_its_last_checkpoint(
     finally:
         log.close()
         # The killed worker's job stays in RQ's started registry, which RQ cannot remove entries from.
-        queue = django_rq.get_queue("train")
+        queue = get_queue("train")
         redis_conn.delete(queue.started_job_registry.key)

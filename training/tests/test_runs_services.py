@@ -21,7 +21,7 @@ from training.runs.params import RunInputError
 
 from .runs_fixtures import picture
 
-pytestmark = pytest.mark.usefixtures("training_redis_db", "media_root", "training_dirs")
+pytestmark = pytest.mark.usefixtures("media_root", "training_dirs")
 
 
 def _create(owner, albums, name="", **params):
@@ -113,7 +113,7 @@ def test_it_needs_a_base_model(user, run_album):
 
 
 def test_it_writes_nothing_when_the_queue_is_down(user, run_album, unloaded_model, settings):
-    settings.RQ_QUEUES = {name: {"URL": "redis://127.0.0.1:1/0"} for name in settings.JOB_QUEUES}
+    settings.RQ_QUEUES = {name: {"URL": "redis://127.0.0.1:1/0"} for name in settings.RQ_QUEUES}
     shapes, _ = run_album
     with pytest.raises(QueueUnavailable):
         services.run_create(owner=user, album_ids=[shapes.pk], params={})
@@ -220,3 +220,17 @@ def test_cleanup_keeps_the_last_checkpoints_and_removes_expired_and_orphan_files
     assert record.outcome == "succeeded"
     assert record.counts["checkpoints_removed"] == 4 and record.counts["failed_runs_cleaned"] == 1
     assert record.counts["orphan_run_dirs"] == 1 and record.counts["temp_datasets_removed"] == 2
+
+
+def test_the_snapshot_takes_only_album_images_the_user_may_see(user, other_user, other_client, make_run_album,
+                                                               ingest, unloaded_model):
+    # Bob's album holds Alice's public picture; she makes it private before he trains.
+    album, (his,) = make_run_album(other_user, "Borrowed", [("blue", (32, 32))])
+    hers = ingest(user, picture("red", (32, 32)), filename="red.png", is_public=True)
+    gallery_services.album_add_images(album=album, images=[hers])
+    assert [e["image_id"] for e in services.dataset_snapshot(user=other_user, albums=[album])] == [his.pk, hers.pk]
+    gallery_services.images_set_public(user=user, ids=[hers.pk], public=False)
+    run = _create(other_user, [album])
+    assert [e["image_id"] for e in run.dataset] == [his.pk]
+    # The create form counts what the snapshot would take.
+    assert "Borrowed (1 image)" in other_client.get("/training/runs/new/").content.decode()

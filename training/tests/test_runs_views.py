@@ -11,7 +11,7 @@ from imagineer.models import JobStatus
 from training.models import LoraModel, TrainingRun
 from training.runs import services
 
-pytestmark = pytest.mark.usefixtures("training_redis_db", "media_root", "training_dirs")
+pytestmark = pytest.mark.usefixtures("media_root", "training_dirs")
 
 
 def _run(owner, albums, **params):
@@ -20,7 +20,9 @@ def _run(owner, albums, **params):
 
 
 def _lora(run, tmp_path, *, public=False, name="style"):
-    diffusers_file, kohya_file = tmp_path / f"{name}-d.safetensors", tmp_path / f"{name}-k.safetensors"
+    """A LoRA registered with files in the run's own folder, where the run's job writes them."""
+    run.run_dir.mkdir(parents=True, exist_ok=True)
+    diffusers_file, kohya_file = run.run_dir / f"{name}-d.safetensors", run.run_dir / f"{name}-k.safetensors"
     diffusers_file.write_bytes(b"diffusers weights")
     kohya_file.write_bytes(b"kohya weights")
     lora = services.lora_register(run=run, diffusers_file=diffusers_file, kohya_file=kohya_file, name=name)
@@ -211,3 +213,64 @@ def test_the_admin_lists_and_opens_base_models_runs_and_loras(staff_client, user
     bad = staff_client.post("/admin/training/basemodel/add/", {
         "name": "third", "kind": "sd15", "source": str(tmp_path / "nowhere"), "source_type": "folder"})
     assert bad.status_code == 200 and "is not a folder" in bad.content.decode()
+
+
+# LoRA files are served only from the run's own folder; the admin never edits them.
+
+def test_the_lora_admin_has_no_editable_file_paths_and_no_add(staff_client, user, run_album, unloaded_model,
+                                                               tmp_path):
+    shapes, _ = run_album
+    lora = _lora(_run(user, [shapes]), tmp_path)
+    page = staff_client.get(f"/admin/training/loramodel/{lora.pk}/change/").content.decode()
+    assert lora.kohya_file in page  # shown, read-only
+    for field in ("diffusers_file", "kohya_file"):
+        assert f'name="{field}"' not in page
+    assert staff_client.get("/admin/training/loramodel/add/").status_code == 403
+
+
+def test_a_lora_file_outside_its_runs_folder_is_never_served(user, user_client, run_album, unloaded_model,
+                                                              tmp_path, settings):
+    shapes, _ = run_album
+    lora = _lora(_run(user, [shapes]), tmp_path, public=True)
+    secret = tmp_path / "db.sqlite3"
+    secret.write_bytes(b"SQLite format 3\x00 secrets")
+    other_run = _run(user, [shapes])
+    other_run.run_dir.mkdir(parents=True)
+    (other_run.run_dir / "theirs.safetensors").write_bytes(b"another run's weights")
+    link = lora.training_run.run_dir / "link.safetensors"
+    link.symlink_to(secret)
+    for path in (secret, other_run.run_dir / "theirs.safetensors", link,
+                 lora.training_run.run_dir / ".." / str(other_run.pk) / "theirs.safetensors",
+                 Path(settings.MODELS_DIR) / "runs"):
+        LoraModel.objects.filter(pk=lora.pk).update(diffusers_file=str(path), kohya_file=str(path))
+        for client in (user_client, Client()):
+            for fmt in ("diffusers", "kohya"):
+                assert client.get(f"/training/loras/{lora.pk}/download/{fmt}/").status_code == 404, path
+        for what in ("lora", "kohya"):
+            assert user_client.get(f"/training/runs/{lora.training_run_id}/download/{what}/").status_code == 404
+        assert "/download/kohya/" not in user_client.get(f"/training/loras/{lora.pk}/").content.decode()
+    # A LoRA with no run has no folder of its own, so nothing of it is served.
+    LoraModel.objects.filter(pk=lora.pk).update(training_run=None, kohya_file=str(other_run.run_dir / "x"))
+    assert user_client.get(f"/training/loras/{lora.pk}/download/kohya/").status_code == 404
+
+
+def test_the_run_dataset_download_leaves_out_images_that_turned_private(other_user, other_client, user,
+                                                                         make_run_album, ingest, unloaded_model):
+    import io
+    import json
+    import zipfile
+
+    from gallery import services as gallery_services
+
+    from .runs_fixtures import picture
+
+    album, (his,) = make_run_album(other_user, "Borrowed", [("blue", (32, 32))])
+    hers = ingest(user, picture("red", (32, 32)), filename="red.png", is_public=True)
+    gallery_services.album_add_images(album=album, images=[hers])
+    run = _run(other_user, [album])
+    assert [e["image_id"] for e in run.dataset] == [his.pk, hers.pk]
+    gallery_services.images_set_public(user=user, ids=[hers.pk], public=False)
+    response = other_client.get(f"/training/runs/{run.pk}/download/dataset/")
+    archive = zipfile.ZipFile(io.BytesIO(b"".join(response.streaming_content)))
+    rows = [json.loads(line) for line in archive.read("metadata.jsonl").decode().splitlines()]
+    assert [r["image_id"] for r in rows] == [his.pk] and "00002.png" not in archive.namelist()

@@ -72,6 +72,7 @@ class Command(MaintenanceCommand):
         known = frozenset(Image.objects.filter(owner=owner).values_list("sha256", flat=True))
         limits = {
             "max_bytes": settings.GALLERY_MAX_UPLOAD_BYTES, "max_pixels": settings.GALLERY_MAX_IMAGE_PIXELS,
+            "max_total_pixels": settings.GALLERY_MAX_TOTAL_FRAME_PIXELS,
             "thumb_size": settings.GALLERY_THUMB_SIZE, "preview_size": settings.GALLERY_PREVIEW_SIZE,
         }
         counts = {"imported": 0, "duplicates": 0, "rejected": 0}

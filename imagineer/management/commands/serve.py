@@ -17,6 +17,8 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command, get_commands
 from django.core.management.base import BaseCommand, CommandError
 
+from imagineer.jobs import queue_name
+
 CPU_QUEUES = ["default", "scrape", "label"]
 GPU_QUEUES = ["train", "generate"]
 
@@ -77,9 +79,9 @@ class Command(BaseCommand):
                 self._prepare()
             self._ensure_admin()
             if not options["no_workers"]:
-                self._spawn("worker (default, scrape, label)", self._manage("rqworker", *CPU_QUEUES,
+                self._spawn("worker (default, scrape, label)", self._manage("rqworker", *map(queue_name, CPU_QUEUES),
                             "--worker-class", "imagineer.worker.Worker"), env)
-                self._spawn("warm worker (train, generate)", self._manage("rqworker", *GPU_QUEUES,
+                self._spawn("warm worker (train, generate)", self._manage("rqworker", *map(queue_name, GPU_QUEUES),
                             "--worker-class", "imagineer.worker.WarmWorker"), env)
             gunicorn = [sys.executable, "-m", "gunicorn", "imagineer.wsgi", "--bind", f"{host}:{port}",
                         "--workers", str(options["web_workers"]), "--threads", "4", "--timeout", "120",

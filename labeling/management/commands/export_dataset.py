@@ -32,8 +32,10 @@ class Command(MaintenanceCommand):
         if len(found) > 1:
             raise CommandError("Several users have an album with that name; add --owner USERNAME.")
         try:
-            result = dataset_export(album=found[0], fmt=options["format"], out_dir=Path(options["out_dir"]),
-                                    append_tags=options["append_tags"], repeats=options["repeats"])
+            # What the album's owner may see: other people's images that turned private stay out.
+            result = dataset_export(album=found[0], user=found[0].owner, fmt=options["format"],
+                                    out_dir=Path(options["out_dir"]), append_tags=options["append_tags"],
+                                    repeats=options["repeats"])
         except (LabelInputError, OSError) as exc:
             raise CommandError(str(exc)) from exc
         self.stdout.write(f"exported {result['images']} image(s) to {result['folder']}")

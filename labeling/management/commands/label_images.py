@@ -4,6 +4,7 @@ from django.core.management.base import BaseCommand, CommandError
 from gallery.models import Album, Image
 from imagineer.cli import add_run_mode_arguments, finish, wait_for_job
 from imagineer.jobs import QueueUnavailable
+from imagineer.quotas import QuotaExceeded
 from labeling.backends import BACKEND_NAMES
 from labeling.jobs import run_labeling_job
 from labeling.services import LabelInputError, labeling_job_start
@@ -58,7 +59,7 @@ class Command(BaseCommand):
         try:
             job = labeling_job_start(user=owner, backend=backend, album=album, image_ids=ids,
                                      force=options["force"], enqueue=not options["inline"])
-        except (LabelInputError, QueueUnavailable) as exc:
+        except (LabelInputError, QuotaExceeded, QueueUnavailable) as exc:
             raise CommandError(str(exc)) from exc
         self.stdout.write(f"Labeling job {job.pk}: {job.counters.get('total', 0)} image(s) with {backend}.")
         if options["inline"]:

@@ -4,6 +4,7 @@ from gallery.models import Album
 from imagineer.cli import add_run_mode_arguments, finish, resolve_owner, wait_for_job
 from imagineer.jobs import QueueUnavailable
 from imagineer.models import JobStatus
+from imagineer.quotas import QuotaExceeded
 from scraping.jobs import run_scrape_job
 from scraping.services import DEFAULTS, ScrapeInputError, scrape_job_start
 
@@ -41,7 +42,7 @@ class Command(BaseCommand):
         try:
             job = scrape_job_start(user=owner, start_url=options["url"], album=album,
                                    album_name=options["album"] or "", enqueue=not options["inline"], **limits)
-        except (ScrapeInputError, QueueUnavailable) as exc:
+        except (ScrapeInputError, QuotaExceeded, QueueUnavailable) as exc:
             raise CommandError(str(exc)) from exc
         self.stdout.write(f"Scrape job {job.pk}: {job.start_url} into album “{job.album_name}” for {owner}.")
         if options["inline"]:

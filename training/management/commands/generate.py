@@ -4,6 +4,7 @@ from django.core.management.base import BaseCommand, CommandError
 from imagineer.cli import add_run_mode_arguments, finish, resolve_owner, wait_for_job
 from imagineer.jobs import QueueUnavailable
 from imagineer.models import JobStatus
+from imagineer.quotas import QuotaExceeded
 from training.generation import selectors
 from training.generation.jobs import run_generation_inline
 from training.generation.services import GenerationInputError, LoraChoice, generation_create
@@ -61,7 +62,7 @@ class Command(BaseCommand):
                 width=options["width"], height=options["height"], count=options["count"],
                 enqueue=not options["inline"],
             )
-        except (GenerationInputError, QueueUnavailable) as exc:
+        except (GenerationInputError, QuotaExceeded, QueueUnavailable) as exc:
             raise CommandError(str(exc)) from exc
         self.stdout.write(f"Generation {job.pk}: {job.count} image(s), {job.width}×{job.height}, "
                           f"{job.steps} steps, seed {job.seed}, model {job.base_model.name}.")

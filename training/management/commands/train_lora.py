@@ -7,6 +7,7 @@ from gallery.models import Album
 from imagineer.cli import add_run_mode_arguments, finish, wait_for_job
 from imagineer.jobs import QueueUnavailable
 from imagineer.models import JobStatus
+from imagineer.quotas import QuotaExceeded
 from training.models import BaseModel, LoraModel, TrainingRun
 from training.runs.params import RunInputError
 from training.runs.services import run_create
@@ -59,7 +60,7 @@ class Command(BaseCommand):
                              base_model=options["base_model"], enqueue=not options["inline"])
         except RunInputError as exc:
             raise CommandError(str(exc)) from exc
-        except QueueUnavailable as exc:
+        except (QuotaExceeded, QueueUnavailable) as exc:
             raise CommandError(str(exc)) from exc
         self.stdout.write(f"Training run {run.pk} “{run.name}”: {len(run.dataset)} image(s), {run.steps} steps, "
                           f"base model {run.base_model.name}.")
