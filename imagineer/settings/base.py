@@ -33,6 +33,12 @@ LOG_DIR = env_path("IMAGINEER_LOG_DIR", DATA_DIR / "logs")
 WORK_DIR = env_path("IMAGINEER_WORK_DIR", DATA_DIR / "work")
 # Job artifacts (STORAGES["artifacts"]) when they are on local disk: never served as media.
 ARTIFACTS_ROOT = env_path("IMAGINEER_ARTIFACTS_ROOT", DATA_DIR / "artifacts")
+# This machine's cache of what it pulled from storage (base models, LoRAs), by content hash, bounded in size.
+ARTIFACT_CACHE_DIR = env_path("IMAGINEER_CACHE_DIR", DATA_DIR / "cache")
+ARTIFACT_CACHE_MAX_BYTES = env_int("IMAGINEER_CACHE_MAX_GB", 50, minimum=1) * 1024**3
+# Downloads of LoRAs, checkpoints, samples and logs: "stream" them through the web (works everywhere), or
+# "redirect" to a presigned URL valid for five minutes (S3 only; the browser must reach the S3 endpoint).
+ARTIFACT_DOWNLOADS = env_choice("IMAGINEER_ARTIFACT_DOWNLOADS", "stream", {"stream", "redirect"})
 STATIC_ROOT = env_path("IMAGINEER_STATIC_ROOT", DATA_DIR / "static")
 
 SECRET_KEY = env_str("SECRET_KEY")

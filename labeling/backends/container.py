@@ -7,8 +7,8 @@ DOCKER_HOST may name a remote engine:
   as a file, never as an environment variable that `docker inspect` would show) are copied in with
   `put_archive`, owned by root and read-only to the container's unprivileged user;
 - the CLI runs non-interactively with `--output-format json`, its only tool `Read`, and only for
-  /images (see CLI_TOOL_FLAGS), under a non-root user with no capabilities, no-new-privileges, a
-  read-only root filesystem, memory/CPU/pid limits and a timeout;
+  /images (CLI_TOOLS and the rules after it), under a non-root user with no capabilities,
+  no-new-privileges, a read-only root filesystem, memory/CPU/pid limits and a timeout;
 - its answer comes back through the API (the container's logs), and the container is removed with
   its volumes whatever happens.
 
