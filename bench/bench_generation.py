@@ -10,6 +10,10 @@ machine hurts both alike.
 
 On a CPU the tiny model stands in; with a CUDA GPU an SD1.5-shaped pipeline (random weights, the real UNet/VAE/
 text-encoder sizes) runs at 512×512, 20 steps, batch 1 and 4, and images/s are recorded.
+
+Scaling: images/s of two warm generate workers (two rqworker processes on the one queue) against one, a batch
+of jobs queued at once, alternating rounds in the same run; every job must run exactly once. Both workers share
+this machine's one device, so the ratio shows what sharing the queue costs, not what a second GPU would add.
 """
 
 from __future__ import annotations
@@ -94,14 +98,20 @@ class _Bare:
 class _Worker:
     """The real deployment path: `manage.py rqworker generate --worker-class imagineer.worker.WarmWorker`."""
 
-    def __init__(self):
+    def __init__(self, name: str = "bench-gpu-1"):
         from django.conf import settings
 
+        from imagineer.jobs import queue_name
+
+        # The test settings give this run its own queue prefix (in the environment, so the worker shares it).
+        self.name = settings.REDIS_PREFIX + name
         env = {**os.environ, "IMAGINEER_DATA_DIR": str(settings.DATA_DIR), "REDIS_URL": settings.REDIS_URL,
+               "IMAGINEER_REDIS_PREFIX": settings.REDIS_PREFIX,
                "DJANGO_SETTINGS_MODULE": os.environ.get("DJANGO_SETTINGS_MODULE", "imagineer.settings.test")}
-        self.log = tempfile.NamedTemporaryFile(prefix="bench-generate-worker-", suffix=".log", delete=False)
+        self.log = tempfile.NamedTemporaryFile(prefix=f"bench-generate-{name}-", suffix=".log", delete=False)
         self.process = subprocess.Popen(
-            [sys.executable, "manage.py", "rqworker", "generate", "--worker-class", "imagineer.worker.WarmWorker"],
+            [sys.executable, "manage.py", "rqworker", queue_name("generate"), "--worker-class",
+             "imagineer.worker.WarmWorker", "--name", self.name],
             cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
         )
 
@@ -136,6 +146,84 @@ def _ours_seconds(owner, worker: _Worker, *, steps: int, side: int, count: int =
     if status != JobStatus.SUCCEEDED:
         raise RuntimeError(f"generation {job.pk} ended {status}: {error}")
     return elapsed, job.pk
+
+
+def _ran_on(job_ids) -> dict[int, str]:
+    """{generation row id: name of the worker that ran it} (the row keeps the RQ task that ran it)."""
+    from rq.job import Job as RQJob
+
+    from imagineer.jobs import get_redis
+    from training.models import GenerationJob
+
+    tasks = dict(GenerationJob.objects.filter(pk__in=job_ids).values_list("pk", "rq_job_id"))
+    return {pk: RQJob.fetch(task, connection=get_redis()).worker_name for pk, task in tasks.items()}
+
+
+def _batch_seconds(owner, workers: list[_Worker], *, n: int, steps: int, side: int, seed0: int,
+                   timeout: float = 1800) -> tuple[float, list[int]]:
+    """Queue n jobs at once and time until every one is stored (images/s of the whole pool of workers)."""
+    from imagineer.models import JobStatus
+    from training.generation.services import generation_create
+    from training.models import GenerationJob
+
+    started = time.perf_counter()
+    ids = [generation_create(user=owner, prompt=PROMPT, scheduler="euler", steps=steps, guidance_scale=7.0,
+                             width=side, height=side, seed=seed0 + i).pk for i in range(n)]
+    rows = GenerationJob.objects.filter(pk__in=ids)
+    while rows.filter(status__in=(JobStatus.QUEUED, JobStatus.RUNNING)).exists():
+        if any(w.process.poll() is not None for w in workers) or time.perf_counter() - started > timeout:
+            logs = ", ".join(w.log.name for w in workers)
+            raise RuntimeError(f"a generate worker stopped or timed out; logs: {logs}")
+        time.sleep(0.05)
+    elapsed = time.perf_counter() - started
+    failed = list(rows.exclude(status=JobStatus.SUCCEEDED).values_list("pk", "error"))
+    if failed:
+        raise RuntimeError(f"generations failed: {failed}")
+    return elapsed, ids
+
+
+def _warm_second_worker(owner, first: _Worker, *, steps: int, side: int, seed0: int) -> _Worker:
+    """Start another generate worker and wait until it has run a job (its pipeline is loaded)."""
+    from rq import Worker
+
+    from imagineer.jobs import get_queue
+
+    second = _Worker("bench-gpu-2")
+    deadline = time.perf_counter() + 600
+    while second.name not in {w.name for w in Worker.all(queue=get_queue("generate"))}:  # listening yet?
+        if second.process.poll() is not None or time.perf_counter() > deadline:
+            raise RuntimeError(f"the second generate worker did not start; its log: {second.log.name}")
+        time.sleep(0.1)
+    for attempt in range(20):
+        # Two jobs at once: while the first worker runs one, the idle second worker takes the other.
+        _, ids = _batch_seconds(owner, [first, second], n=2, steps=steps, side=side, seed0=seed0 + 10 * attempt)
+        if second.name in _ran_on(ids).values():
+            return second
+    second.stop()
+    raise RuntimeError(f"the second generate worker never took a job; its log: {second.log.name}")
+
+
+def _scaling(owner, first: _Worker, *, rounds: int, n: int, steps: int, side: int):
+    """images/s of one warm generate worker, then two, on one queue; alternated `rounds` times, medians."""
+    from training.models import GenerationJob
+
+    one_s, two_s, two_ids = [], [], []
+    for r in range(rounds):
+        seconds, _ = _batch_seconds(owner, [first], n=n, steps=steps, side=side, seed0=100_000 + 1000 * r)
+        one_s.append(n / seconds)
+        second = _warm_second_worker(owner, first, steps=steps, side=side, seed0=200_000 + 1000 * r)
+        try:
+            seconds, ids = _batch_seconds(owner, [first, second], n=n, steps=steps, side=side,
+                                          seed0=300_000 + 1000 * r)
+            ran_on = _ran_on(ids)
+        finally:
+            second.stop()
+        two_s.append(n / seconds)
+        two_ids += ids
+        if set(ran_on.values()) != {first.name, second.name}:
+            raise RuntimeError(f"one worker ran the whole batch: {ran_on}")
+    attempts = list(GenerationJob.objects.filter(pk__in=two_ids).values_list("attempts", flat=True))
+    return statistics.median(two_s), statistics.median(one_s), all(a == 1 for a in attempts), len(two_ids)
 
 
 def _setup():
@@ -202,6 +290,9 @@ def run(quick: bool = False) -> list[Result]:
         if gpu:
             batch4 = _measure(owner, worker, bare, n=max(2, n // 2), steps=steps, side=side, count=4, seed0=50)
             jobs += batch4[2]
+        del bare  # frees its copy of the model before a second worker loads one
+        scale_rounds, scale_n = (1, 6) if quick else (3, 12 if gpu else 16)
+        two, one, once, scale_jobs = _scaling(owner, worker, rounds=scale_rounds, n=scale_n, steps=steps, side=side)
     finally:
         worker.stop()
     device = "cuda" if gpu else "cpu"
@@ -227,6 +318,14 @@ def run(quick: bool = False) -> list[Result]:
         results.append(Result("generation", "images/s at 512×512, 20 steps, batch 1 and 4 (SD1.5-shaped)",
                               float("nan"), float("nan"), "images/s", float("nan"), "record", None,
                               "skipped: no CUDA GPU on this machine"))
+    scale_ratio = two / one
+    results.append(Result(
+        "generation", f"images/s, two generate workers vs one, one queue ({label}, {side}×{side}, {steps} steps, "
+        f"{device})", two, one, "images/s", scale_ratio, "record; every job runs once", None if once else False,
+        f"median of {scale_rounds} alternating rounds of {scale_n} jobs queued at once; baseline one warm worker; "
+        f"both workers share this machine's {'GPU' if gpu else f'{os.cpu_count()} CPU cores'}, so this shows "
+        f"queue and claim overhead, not the gain of a second device; {scale_jobs} jobs on two workers, "
+        f"{'each ran exactly once' if once else 'SOME RAN TWICE'}"))
     timings = list(GenerationJob.objects.filter(pk__in=jobs[:n]).values_list("timings", flat=True))
     parts = {key: statistics.median(t.get(key, 0) for t in timings) for key in ("load", "denoise", "save")}
     results[0].notes += ("; worker medians: " + ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in parts.items()))

@@ -80,7 +80,7 @@ class _Setup:
         from django.contrib.auth import get_user_model
 
         from gallery.services import album_create, image_ingest
-        from training.runs.services import base_model_register
+        from training.basemodels import base_model_register
 
         users = get_user_model()
         self.owner, _ = users.objects.get_or_create(username=f"bench-{name}")
@@ -88,7 +88,7 @@ class _Setup:
         for path, _caption in dataset:
             image_ingest(owner=self.owner, data=path.read_bytes(), filename=path.name, source="upload",
                          album=self.album)
-        self.model = base_model_register(name=f"bench-{name}", source=str(model_dir), kind="sd15")
+        self.model = base_model_register(name=f"bench-{name}", source=str(model_dir), kind="sd15", upload=True)
 
     def run(self, **params) -> float:
         from imagineer.models import JobStatus

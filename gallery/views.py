@@ -72,8 +72,19 @@ def _grid(request: HttpRequest, *, title: str, owner=None, trashed: bool = False
     images = images[:page_size]
     query = request.GET.copy()
     query.pop("cursor", None)
+    # What the grid is narrowed to, for the empty result: "No images match “fox”, tag “red”." beats "no images".
+    searched = []
+    if filters.get("q"):
+        searched.append(f"“{filters['q']}”")
+    if filters.get("tag"):
+        searched.append(f"tag “{filters['tag']}”")
+    if filters.get("source"):
+        searched.append(f"source “{ImageSource(filters['source']).label}”")
+    if album is None and filter_album is not None:
+        searched.append(f"album “{filter_album.name}”")
     context = {
         "title": title, "images": images, "next_cursor": next_cursor, "filter_form": form,
+        "search_summary": ", ".join(searched),
         "nsfw_mode": nsfw_mode, "base_query": query.urlencode(), "trashed": trashed, "album": album,
         "my_albums": Album.objects.filter(owner=request.user).order_by("name") if request.user.is_authenticated else [],
         "bulk_actions": hooks.bulk_actions,
@@ -115,6 +126,8 @@ def image_detail(request: HttpRequest, pk: int) -> HttpResponse:
     context = {
         "image": image,
         "albums": albums,
+        # Where this image may become the cover: albums the viewer may edit, whose cover it is not yet.
+        "cover_choices": {a.pk for a in albums if a.can_edit(request.user) and a.cover_id != image.pk},
         "similar": selectors.similar_images(image, user=request.user),
         "lineage": lineage,
         "panels": panels,

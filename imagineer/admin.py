@@ -83,7 +83,7 @@ class UserLimitsInline(admin.StackedInline):
     form = UserLimitsForm
     fields = ("max_active_training", "max_active_labeling", "max_active_scraping", "max_active_generation", "note")
     can_delete = True
-    extra = 0
+    extra = 1  # an empty form until staff fill it in; an untouched one saves nothing
     max_num = 1
     verbose_name_plural = "Job limits (queued plus running jobs; empty fields use the site defaults)"
 

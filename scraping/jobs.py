@@ -77,7 +77,7 @@ def scrape_body(ctx: JobContext) -> None:
     # The log is written on this machine, inside the work dir, and uploaded as it grows: the web may be
     # another machine. The row gets the key once the first upload is stored.
     log_file = work_dir / "crawl.log"
-    log_upload = PeriodicUpload(log_file, log_key(job), every=settings.SCRAPE_LOG_UPLOAD_SECONDS,
+    log_upload = PeriodicUpload(log_file, log_key(job), every=settings.ARTIFACT_LOG_UPLOAD_SECONDS,
                                 on_uploaded=lambda key: ctx.update(log_key=key, check_cancel=False))
     recorder = CrawlRecorder(
         job,

@@ -13,11 +13,13 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 from django.conf import settings
+from django.db import transaction
 
 from imagineer.artifacts import (
     artifact_exists,
@@ -27,12 +29,21 @@ from imagineer.artifacts import (
     cached_artifact_tree,
 )
 
+from .models import BaseModel, ModelKind, SourceType
+
 STORE_PREFIX = "base-models"
 MANIFEST = "manifest.json"
+_MODEL_CLASSES = {"StableDiffusionPipeline": ModelKind.SD15, "StableDiffusionXLPipeline": ModelKind.SDXL}
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+_NAME = re.compile(r"[-a-zA-Z0-9_]{1,100}")
 
 
 class BaseModelUnavailable(Exception):
     """This machine cannot reach the base model's files; the message says what to do."""
+
+
+class BaseModelInvalid(ValueError):
+    """A registration that cannot work; the message says why."""
 
 
 def models_dir() -> Path:
@@ -122,6 +133,11 @@ def local_source(model) -> Iterator[tuple[str, str]]:
                 yield str(folder), "folder"
         return
     if source_type in ("folder", "single_file"):
+        if Path(source).is_absolute():
+            raise BaseModelUnavailable(
+                f"Base model {model.name} names {source}, a path of one machine. Register it again with "
+                f"`manage.py register_model {model.name} <path> --upload` (stored once for every worker) or with a "
+                "path under MODELS_DIR.")
         local = in_models_dir(source)
         if not local.exists():
             raise BaseModelUnavailable(
@@ -132,3 +148,156 @@ def local_source(model) -> Iterator[tuple[str, str]]:
         yield str(local), source_type
         return
     yield source, source_type
+
+
+# --- registering ---------------------------------------------------------------------------------------------
+
+
+def detect_kind(source: str, source_type: str) -> str | None:
+    """The model kind a diffusers folder declares in model_index.json (cheap: no weights are read)."""
+    if source_type != SourceType.FOLDER:
+        return None
+    try:
+        found = json.loads((Path(source) / "model_index.json").read_text()).get("_class_name", "")
+    except (OSError, ValueError):
+        return None
+    return _MODEL_CLASSES.get(found)
+
+
+def detect_native_resolution(source: str, source_type: str) -> int | None:
+    """The pixel size a diffusers folder's UNet works at: its latent sample_size times the VAE's scale factor
+    (2 per down block after the first), as diffusers' pipelines compute their default size. Cheap: two small
+    JSON files. None when the folder does not say (single files and hub ids: the kind's usual size applies)."""
+    if source_type != SourceType.FOLDER:
+        return None
+    try:
+        sample_size = json.loads((Path(source) / "unet" / "config.json").read_text()).get("sample_size")
+        blocks = json.loads((Path(source) / "vae" / "config.json").read_text()).get("block_out_channels")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if isinstance(sample_size, list) and sample_size:  # (height, width): square models are what we train
+        sample_size = sample_size[0]
+    if type(sample_size) is not int or not isinstance(blocks, list) or not blocks:
+        return None
+    size = sample_size * 2 ** (len(blocks) - 1)
+    return size if 16 <= size <= 2048 and size % 8 == 0 else None  # the sizes a run may train at
+
+
+def check_local_files(path: Path, *, kind: str, source_type: str) -> None:
+    """Raise BaseModelInvalid when the local files cannot be the model they are registered as."""
+    if kind not in ModelKind.values:
+        raise BaseModelInvalid(f"The kind must be one of {', '.join(ModelKind.values)}.")
+    if source_type == SourceType.FOLDER:
+        if not path.is_dir():
+            raise BaseModelInvalid(f"{path} is not a folder.")
+        if not (path / "model_index.json").is_file():
+            raise BaseModelInvalid(f"{path} is not a diffusers model folder (it has no model_index.json).")
+        found = detect_kind(str(path), source_type)
+        if found is None:
+            raise BaseModelInvalid(f"{path} holds neither a Stable Diffusion 1.5 nor an SDXL pipeline.")
+        if found != kind:
+            raise BaseModelInvalid(f"{path} is an {found} model, not {kind}.")
+    elif source_type == SourceType.SINGLE_FILE:
+        if not path.is_file():
+            raise BaseModelInvalid(f"{path} is not a file.")
+        if path.suffix.lower() not in (".safetensors", ".ckpt"):
+            raise BaseModelInvalid(f"{path.name} is not a .safetensors or .ckpt checkpoint.")
+
+
+def check_base_model_source(*, source: str, kind: str, source_type: str) -> list[str]:
+    """Check what can be checked from this machine; raise BaseModelInvalid for a source that cannot work.
+
+    Returns notes on what could not be checked here (a path under MODELS_DIR that this machine, perhaps the web
+    server, does not hold: every GPU machine needs it).
+    """
+    if kind not in ModelKind.values:
+        raise BaseModelInvalid(f"The kind must be one of {', '.join(ModelKind.values)}.")
+    if source_type == SourceType.STORED:
+        if not artifact_exists(f"{source}/{MANIFEST}"):
+            raise BaseModelInvalid(f"Nothing is stored under {source!r}; upload a model with "
+                                   "`manage.py register_model NAME PATH --upload`.")
+        return []
+    if source_type in (SourceType.FOLDER, SourceType.SINGLE_FILE):
+        if Path(source).is_absolute() or ".." in Path(source).parts:
+            raise BaseModelInvalid(
+                f"{source} is not a path relative to MODELS_DIR: a row names no path of one machine. Give the path "
+                "under MODELS_DIR (the same on every GPU machine), or upload the files once with "
+                "`manage.py register_model NAME PATH --upload`.")
+        local = in_models_dir(source)
+        if not local.exists():
+            return [f"{source} is not in this machine's MODELS_DIR ({models_dir()}), so it was not checked here; "
+                    "every GPU machine needs it there."]
+        check_local_files(local, kind=kind, source_type=source_type)
+        return []
+    if source_type == SourceType.HUB:
+        if not _HUB_ID.match(source):
+            raise BaseModelInvalid(f"{source!r} is not a hub id like 'owner/model'.")
+        return ["Hub models are loaded by each GPU machine from its hub cache or the hub; not checked here."]
+    raise BaseModelInvalid(f"The source type must be one of {', '.join(SourceType.values)}.")
+
+
+def base_model_register(*, name: str, source: str, kind: str | None = None, source_type: str | None = None,
+                        upload: bool = False, make_default: bool = False, description: str = "") -> BaseModel:
+    """Register (or re-point) a base model by name so that every GPU machine can load it.
+
+    ``source`` is a local folder or checkpoint (uploaded to storage with ``upload``, else it must lie under
+    MODELS_DIR and is recorded relative to it), a stored prefix (source_type "stored"), a path relative to
+    MODELS_DIR, or a hub id. The kind of a diffusers folder is read from it. The row's ``registration_notes``
+    list what could not be checked from this machine.
+    """
+    from training.ml.pipelines import detect_source_type  # cheap module: no heavy imports at its top
+
+    if not _NAME.fullmatch(name or ""):
+        raise BaseModelInvalid("The name must be 1–100 letters, digits, '-' or '_'.")
+    local = Path(source).expanduser()  # a path typed by hand (relative to here), or one under MODELS_DIR
+    if source_type != SourceType.STORED and not local.exists() and not local.is_absolute() and (
+            ".." not in local.parts and (models_dir() / local).exists()):
+        local = models_dir() / local
+    local = local.absolute() if local.exists() and source_type != SourceType.STORED else local
+    native = digest = None
+    if source_type != SourceType.STORED and local.exists():
+        local_type = source_type if source_type in (SourceType.FOLDER, SourceType.SINGLE_FILE) else (
+            detect_source_type(str(local)))
+        kind = kind or detect_kind(str(local), local_type) or ModelKind.SD15
+        check_local_files(local, kind=kind, source_type=local_type)
+        native = detect_native_resolution(str(local), local_type)
+        if upload:
+            source, digest = base_model_upload(name=name, path=local)
+            source_type = SourceType.STORED
+        else:
+            relative = relative_to_models_dir(local)
+            if relative is None:
+                raise BaseModelInvalid(
+                    f"{local} is outside MODELS_DIR ({models_dir()}). Upload it once for every worker with --upload "
+                    "(the admin: register it with manage.py), or put the same files under MODELS_DIR on every GPU "
+                    "machine and register that path.")
+            source, source_type = relative, local_type
+    elif upload:
+        raise BaseModelInvalid(f"{source} is not a file or folder on this machine, so it cannot be uploaded.")
+    else:
+        source_type = source_type or (SourceType.HUB if _HUB_ID.match(source) else SourceType.FOLDER)
+        kind = kind or ModelKind.SD15
+    notes = check_base_model_source(source=source, kind=kind, source_type=source_type)
+    if source_type == SourceType.STORED and digest is None:
+        digest = json_digest(source)
+    with transaction.atomic():
+        model, _ = BaseModel.objects.update_or_create(
+            name=name, defaults={"source": source, "kind": kind, "source_type": source_type, "digest": digest or "",
+                                 "description": description, "native_resolution": native})
+        if make_default:
+            base_model_set_default(model=model)
+    model.registration_notes = notes
+    return model
+
+
+def json_digest(prefix: str) -> str:
+    """The digest of a stored model: the sha256 of its manifest."""
+    with artifact_open(f"{prefix}/{MANIFEST}") as fh:
+        return hashlib.sha256(fh.read()).hexdigest()
+
+
+@transaction.atomic
+def base_model_set_default(*, model: BaseModel) -> None:
+    BaseModel.objects.filter(is_default=True).exclude(pk=model.pk).update(is_default=False)
+    BaseModel.objects.filter(pk=model.pk).update(is_default=True)
+    model.is_default = True

@@ -20,8 +20,9 @@ class ModelKind(models.TextChoices):
 
 
 class SourceType(models.TextChoices):
-    FOLDER = "folder", "Local diffusers folder"
-    SINGLE_FILE = "single_file", "Single .safetensors checkpoint"
+    STORED = "stored", "Stored once in storage (every worker downloads and caches it)"
+    FOLDER = "folder", "Diffusers folder under each machine's MODELS_DIR"
+    SINGLE_FILE = "single_file", "Checkpoint file under each machine's MODELS_DIR"
     HUB = "hub", "Hub id (machines that can reach a hub)"
 
 
@@ -32,8 +33,14 @@ KIND_RESOLUTIONS = {ModelKind.SD15: 512, ModelKind.SDXL: 1024}
 class BaseModel(models.Model):
     name = models.SlugField(max_length=100, unique=True, help_text="Short name used in commands and the API.")
     kind = models.CharField(max_length=8, choices=ModelKind.choices, default=ModelKind.SD15)
-    source = models.CharField(max_length=1000, help_text="Folder path, .safetensors path, or hub id.")
-    source_type = models.CharField(max_length=12, choices=SourceType.choices, default=SourceType.FOLDER)
+    source = models.CharField(
+        max_length=1000,
+        help_text="Where every GPU machine finds the model, never a path of one machine: the storage prefix of a "
+                  "stored model (base-models/<name>/<digest>), a path relative to each machine's MODELS_DIR, or a "
+                  "hub id. Register with `manage.py register_model`, which checks it.")
+    source_type = models.CharField(max_length=12, choices=SourceType.choices, default=SourceType.STORED)
+    digest = models.CharField(max_length=64, blank=True,
+                              help_text="sha256 of a stored model's manifest: the key of the workers' local caches.")
     native_resolution = models.PositiveIntegerField(
         null=True, blank=True,
         help_text="The size in pixels the model was trained at, read from a diffusers folder's config when it is "
@@ -56,12 +63,12 @@ class BaseModel(models.Model):
 
     @property
     def cache_key(self) -> str:
-        return f"{self.pk}:{self.source}"
+        return f"{self.pk}:{self.source_type}:{self.source}:{self.digest}"
 
     @property
     def native_size(self) -> int:
-        """The training and generation size that suits the model: training at another size costs quality
-        (smaller) or time (larger; the tiny test model is 64 px, and trains at 512 px a hundred times slower)."""
+        """The size that suits the model: training at another size costs quality (smaller) or time (larger:
+        the tiny test model is 64 px, and each step at 512 px works on 64 times the pixels)."""
         return self.native_resolution or KIND_RESOLUTIONS.get(self.kind, 512)
 
 
@@ -117,7 +124,6 @@ class TrainingRun(Job):
     samples = models.JSONField(default=list, blank=True, help_text="[{step, files: [...]}]")
     steps_per_second = models.FloatField(null=True, blank=True)
     resumed_from = models.PositiveIntegerField(null=True, blank=True)
-    output_dir = models.CharField(max_length=500, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
@@ -133,7 +139,13 @@ class TrainingRun(Job):
 
     @property
     def run_dir(self) -> Path:
-        return Path(settings.MODELS_DIR) / "runs" / str(self.pk)
+        """The worker's local scratch folder for this run; everything others read is uploaded from it."""
+        return Path(settings.WORK_DIR) / "runs" / str(self.pk)
+
+    @property
+    def artifact_prefix(self) -> str:
+        """Where the run's log, samples, checkpoints and LoRA files live in the artifacts storage."""
+        return f"runs/{self.pk}"
 
     @property
     def eta(self) -> timedelta | None:
@@ -153,8 +165,14 @@ class LoraModel(models.Model):
     base_model = models.ForeignKey(BaseModel, on_delete=models.PROTECT, related_name="loras")
     training_run = models.OneToOneField(TrainingRun, null=True, blank=True, on_delete=models.SET_NULL,
                                         related_name="lora")
-    diffusers_file = models.CharField(max_length=500, help_text="pytorch_lora_weights.safetensors (diffusers).")
-    kohya_file = models.CharField(max_length=500, blank=True, help_text="kohya-format .safetensors (A1111, ComfyUI).")
+    diffusers_file = models.CharField(
+        max_length=500, help_text="Key of the diffusers-format .safetensors in the artifacts storage (written by "
+                                  "the training run; not editable).")
+    diffusers_sha256 = models.CharField(max_length=64, blank=True)
+    kohya_file = models.CharField(
+        max_length=500, blank=True, help_text="Key of the kohya-format .safetensors (A1111, ComfyUI) in the "
+                                              "artifacts storage.")
+    kohya_sha256 = models.CharField(max_length=64, blank=True)
     default_weight = models.FloatField(default=0.6)
     trigger_words = models.CharField(max_length=300, blank=True)
     is_public = models.BooleanField(default=False, help_text="Everyone may generate with a public LoRA.")

@@ -238,3 +238,56 @@ def test_admin_lists_images_with_thumbnails_and_bulk_actions_use_the_services(st
     image.refresh_from_db()
     assert image.is_trashed
     assert staff_client.get("/admin/gallery/album/").status_code == 200
+
+
+def test_the_album_page_offers_each_image_as_the_cover_to_its_editor(user_client, other_client, user, ingest):
+    images = [ingest(user, seed=s) for s in range(2)]
+    album = services.album_create(owner=user, name="Covers", is_public=True)
+    services.album_add_images(album=album, images=images)
+    cover_form = f'action="/gallery/albums/{album.pk}/cover/"'
+    # Until one is chosen the first image is the cover: it is marked, the others are offered.
+    html = user_client.get(f"/gallery/albums/{album.pk}/").content.decode()
+    assert html.count(cover_form) == 1 and "Set as cover" in html and ">cover</span>" in html
+    assert f'<input type="hidden" name="image" value="{images[1].pk}">' in html
+    response = user_client.post(f"/gallery/albums/{album.pk}/cover/", {"image": images[1].pk})
+    album.refresh_from_db()
+    assert response.status_code == 302 and album.cover == images[1]
+    html = user_client.get(f"/gallery/albums/{album.pk}/").content.decode()
+    assert html.count(cover_form) == 1 and f'<input type="hidden" name="image" value="{images[0].pk}">' in html
+    # Someone who may only look at the album is not offered the choice.
+    assert "Set as cover" not in other_client.get(f"/gallery/albums/{album.pk}/").content.decode()
+
+
+def test_the_image_page_offers_it_as_the_cover_of_the_albums_you_may_edit(user_client, other_user, user, ingest):
+    image = ingest(user, seed=3)
+    image.is_public = True
+    image.save(update_fields=["is_public"])
+    mine = services.album_create(owner=user, name="Mine")
+    theirs = services.album_create(owner=other_user, name="Theirs", is_public=True)
+    services.album_add_images(album=mine, images=[image])
+    services.album_add_images(album=theirs, images=[image])
+    html = user_client.get(f"/gallery/images/{image.pk}/").content.decode()
+    assert f'action="/gallery/albums/{mine.pk}/cover/"' in html
+    assert f'action="/gallery/albums/{theirs.pk}/cover/"' not in html and "Theirs" in html
+    response = user_client.post(f"/gallery/albums/{mine.pk}/cover/",
+                                {"image": image.pk, "next": f"/gallery/images/{image.pk}/"})
+    assert response.status_code == 302 and response["Location"] == f"/gallery/images/{image.pk}/"
+    mine.refresh_from_db()
+    assert mine.cover == image
+    html = user_client.get(f"/gallery/images/{image.pk}/").content.decode()
+    assert f'action="/gallery/albums/{mine.pk}/cover/"' not in html and '<span class="badge">cover</span>' in html
+
+
+def test_a_search_without_hits_says_so_and_offers_to_clear_it(user_client, user, ingest):
+    fox = ingest(user, seed=1, title="Red fox")
+    album = services.album_create(owner=user, name="Foxes")
+    services.album_add_images(album=album, images=[fox])
+    html = user_client.get("/gallery/mine/?q=zebra&tag=striped").content.decode()
+    assert "No images match “zebra”, tag “striped”." in html and "Upload some" not in html
+    assert '<a href="/gallery/mine/">Clear the search</a>' in html
+    html = user_client.get(f"/gallery/albums/{album.pk}/?q=<zebra>").content.decode()
+    assert "No images of this album match “&lt;zebra&gt;”." in html and "This album is empty" not in html
+    assert f'<a href="/gallery/albums/{album.pk}/">Clear the search</a>' in html
+    # Without a search an empty album is just empty.
+    empty = services.album_create(owner=user, name="Empty")
+    assert "This album is empty" in user_client.get(f"/gallery/albums/{empty.pk}/").content.decode()

@@ -8,6 +8,7 @@ from csp.constants import NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
 from .env import (
+    SQLITE_OPTIONS,
     check_redis_url,
     env_bool,
     env_choice,
@@ -39,6 +40,8 @@ ARTIFACT_CACHE_MAX_BYTES = env_int("IMAGINEER_CACHE_MAX_GB", 50, minimum=1) * 10
 # Downloads of LoRAs, checkpoints, samples and logs: "stream" them through the web (works everywhere), or
 # "redirect" to a presigned URL valid for five minutes (S3 only; the browser must reach the S3 endpoint).
 ARTIFACT_DOWNLOADS = env_choice("IMAGINEER_ARTIFACT_DOWNLOADS", "stream", {"stream", "redirect"})
+# How often a running job (a crawl, a training run) uploads its growing log, so the web shows it during the job.
+ARTIFACT_LOG_UPLOAD_SECONDS = env_float("IMAGINEER_LOG_UPLOAD_SECONDS", 15.0, minimum=1.0)
 STATIC_ROOT = env_path("IMAGINEER_STATIC_ROOT", DATA_DIR / "static")
 
 SECRET_KEY = env_str("SECRET_KEY")
@@ -130,13 +133,7 @@ else:
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": DATA_DIR / "imagineer.sqlite3",
-            "OPTIONS": {
-                # WAL lets the web and the workers read while one writes;
-                # IMMEDIATE avoids "database is locked" on read-then-write upgrades.
-                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
-                "transaction_mode": "IMMEDIATE",
-                "timeout": 30,
-            },
+            "OPTIONS": dict(SQLITE_OPTIONS),  # WAL, IMMEDIATE transactions: see env.py
         }
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -365,8 +362,6 @@ SCRAPE_MAX_RESPONSE_BYTES = env_int("IMAGINEER_SCRAPE_MAX_RESPONSE_BYTES", 50 * 
 # Tests only: {host: address} answers for the crawler; honoured only when SCRAPE_ALLOW_PRIVATE is on.
 SCRAPE_TEST_HOST_OVERRIDES = None
 SCRAPE_USER_AGENT = env_str("IMAGINEER_SCRAPE_USER_AGENT", "ImagineerBot/0.1 (+self-hosted dataset builder)")
-# How often a running crawl uploads its log to the artifacts storage (and once more at the end).
-SCRAPE_LOG_UPLOAD_SECONDS = env_float("IMAGINEER_SCRAPE_LOG_UPLOAD_SECONDS", 15.0, minimum=1.0)
 
 # Labeling
 LABEL_CONTAINER_IMAGE = env_str("IMAGINEER_LABEL_IMAGE", "localhost/imagineer-claude-labeler:latest")

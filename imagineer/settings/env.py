@@ -111,6 +111,17 @@ def env_path(name: str, default: Path) -> Path:
     return Path(raw).expanduser().resolve() if raw else default.resolve()
 
 
+# Every SQLite database (the default file or a sqlite:/// DATABASE_URL) is shared by the web and the worker
+# processes: WAL lets them read while one writes; IMMEDIATE takes the write lock when a transaction begins, so
+# two processes that read and then write (claiming a queued job) wait for each other instead of one failing at
+# once with "database is locked"; the timeout is how long they wait.
+SQLITE_OPTIONS = {
+    "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    "transaction_mode": "IMMEDIATE",
+    "timeout": 30,
+}
+
+
 def parse_database_url(url: str) -> dict:
     """Turn postgres://user:pass@host:port/name?opt=v (or sqlite:///path) into a DATABASES entry."""
     parsed = urlparse(url)
@@ -141,7 +152,7 @@ def parse_database_url(url: str) -> dict:
             path = path[1:]
         if not path or path == "/":
             raise ImproperlyConfigured(f"DATABASE_URL={url!r} names no SQLite file (sqlite:////abs/path.sqlite3).")
-        return {"ENGINE": "django.db.backends.sqlite3", "NAME": path}
+        return {"ENGINE": "django.db.backends.sqlite3", "NAME": path, "OPTIONS": dict(SQLITE_OPTIONS)}
     raise ImproperlyConfigured(
         f"DATABASE_URL={url!r} has an unsupported scheme {scheme!r}; use postgres:// or sqlite:///."
     )

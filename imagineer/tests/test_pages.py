@@ -91,3 +91,29 @@ def test_an_unknown_page_is_a_plain_404(client):
     response = client.get("/no/such/page/")
     assert response.status_code == 404
     assert b"Traceback" not in response.content
+
+
+@pytest.mark.django_db
+def test_the_nav_marks_the_section_each_page_belongs_to(user_client, user):
+    import re
+
+    from gallery.services import album_create
+
+    album = album_create(owner=user, name="Trip")
+
+    def current(url):
+        html = user_client.get(url).content.decode()
+        return re.findall(r'aria-current="page">([^<]+)</a>', html)
+
+    assert current("/gallery/") == ["Gallery"]
+    assert current("/gallery/mine/") == ["Gallery"]
+    assert current("/gallery/albums/") == ["Albums"]
+    assert current(f"/gallery/albums/{album.pk}/") == ["Albums"]
+    assert current(f"/gallery/albums/{album.pk}/edit/") == ["Albums"]
+    assert current("/training/") == ["Training"]
+    assert current("/training/loras/") == ["Training"]
+    assert current("/training/generate/") == ["Generate"]
+    assert current("/training/generations/") == ["Generate"]
+    assert current("/labeling/review/") == ["Labeling"]
+    assert current("/scrapes/") == ["Scrapes"]
+    assert current("/settings/") == []

@@ -85,6 +85,8 @@ def test_it_parses_postgres_and_sqlite_urls():
     )
     assert db["OPTIONS"] == {"sslmode": "disable"}
     assert parse_database_url("sqlite:////tmp/x.sqlite3")["NAME"] == "/tmp/x.sqlite3"
+    # Workers in other processes share it: they must wait for the write lock, not fail (see env.SQLITE_OPTIONS).
+    assert parse_database_url("sqlite:////tmp/x.sqlite3")["OPTIONS"]["transaction_mode"] == "IMMEDIATE"
 
 
 @pytest.mark.parametrize(

@@ -208,3 +208,18 @@ def test_a_labeling_job_over_an_album_takes_only_images_the_user_may_see_and_own
         services.labeling_job_start(user=other_user, backend="local", album=album, enqueue=False)
     staff_job = services.labeling_job_start(user=staff_user, backend="local", album=album, enqueue=False)
     assert list(services.job_images(staff_job)) == [hers]
+
+
+def test_the_job_page_shows_its_messages_once_and_clears_them_when_the_job_ends(user_client, user, ingest, redis_conn):
+    image = ingest(user)
+    page = user_client.post("/labeling/start/", {"ids": str(image.pk), "backend": "local"}, follow=True)
+    job = LabelingJob.objects.get()
+    assert "Labeling started." in page.content.decode()
+    assert 'id="messages" hx-swap-oob' not in user_client.get(f"/labeling/jobs/{job.pk}/", **HTMX).content.decode()
+    partial = user_client.post(f"/labeling/jobs/{job.pk}/cancel/", **HTMX).content.decode()
+    assert 'hx-swap-oob="innerHTML"' in partial and "Cancelling; labels already written are kept." in partial
+    assert "Cancelling; labels" not in user_client.get(f"/labeling/jobs/{job.pk}/").content.decode()
+    job.refresh_from_db()
+    assert job.status == "cancelled"  # a queued job stops at once: the poll that sees it clears stale messages
+    final = user_client.get(f"/labeling/jobs/{job.pk}/", **HTMX).content.decode()
+    assert '<div id="messages" hx-swap-oob="innerHTML"></div>' in final

@@ -41,7 +41,7 @@ def test_the_web_shows_the_log_a_worker_on_another_machine_wrote(
     artifacts_root,
 ):
     worker, web = tmp_path / "worker-machine", tmp_path / "web-machine"
-    settings.SCRAPE_LOG_UPLOAD_SECONDS = 0.2
+    settings.ARTIFACT_LOG_UPLOAD_SECONDS = 0.2
     job = _crawl_as_the_worker(user, test_site, settings, worker, delay=0.3, concurrency=1)
     url = f"/scrapes/jobs/{job.pk}/log.txt"
     during = []
@@ -89,7 +89,7 @@ def test_the_log_goes_through_s3(s3_endpoint, user, user_client, other_client, t
         "bucket_name": "media", "endpoint_url": s3_endpoint, "access_key": "k", "secret_key": "s",
         "region_name": "us-east-1", "default_acl": "private", "querystring_auth": True,
         "location": "artifacts", "file_overwrite": True}}}
-    settings.SCRAPE_LOG_UPLOAD_SECONDS = 0.2
+    settings.ARTIFACT_LOG_UPLOAD_SECONDS = 0.2
     job = _crawl_as_the_worker(user, test_site, settings, tmp_path / "worker-machine", delay=0.3)
     run_worker("scrape")
     job.refresh_from_db()

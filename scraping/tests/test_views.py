@@ -345,3 +345,14 @@ def test_the_image_page_names_the_scrape_it_came_from(user_client, user, ingest)
     ScrapedItem.objects.filter(job=job).update(image=image)
     body = user_client.get(image.get_absolute_url()).content.decode()
     assert "Scrape job" in body and f'href="{job.get_absolute_url()}"' in body and f"#{job.pk} of example.com" in body
+
+
+def test_the_status_partial_shows_its_own_messages_once_and_clears_stale_ones_when_the_job_ends(user_client, user):
+    running = finished_job(user, status=JobStatus.RUNNING, finished_at=None)
+    partial = user_client.post(f"/scrapes/jobs/{running.pk}/cancel/", **HTMX).content.decode()
+    assert 'hx-swap-oob="innerHTML"' in partial and "Cancelling: the crawl stops within seconds" in partial
+    assert "Cancelling: the crawl" not in user_client.get("/scrapes/").content.decode()
+    assert 'id="messages" hx-swap-oob' not in user_client.get(running.get_absolute_url(), **HTMX).content.decode()
+    ScrapeJob.objects.filter(pk=running.pk).update(status=JobStatus.CANCELLED)
+    final = user_client.get(running.get_absolute_url(), **HTMX).content.decode()
+    assert '<div id="messages" hx-swap-oob="innerHTML"></div>' in final

@@ -1,26 +1,42 @@
 """Admin for base models, training runs and LoRAs."""
 
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
 
 from imagineer.jobs import job_cancel
 
+from ..basemodels import (
+    BaseModelInvalid,
+    base_model_set_default,
+    check_base_model_source,
+    detect_native_resolution,
+    in_models_dir,
+)
 from ..models import BaseModel, LoraModel, TrainingRun
-from .services import BaseModelInvalid, base_model_set_default, check_base_model_source
 
 
 class BaseModelForm(forms.ModelForm):
     class Meta:
         model = BaseModel
-        fields = ["name", "kind", "source", "source_type", "description", "is_default"]
+        fields = ["name", "kind", "source", "source_type", "native_resolution", "description", "is_default"]
+        help_texts = {"native_resolution": "Pixels the model was trained at; empty: read from a diffusers folder's "
+                                           "config, else 512 for SD1.5 and 1024 for SDXL. The training form's "
+                                           "default resolution."}
 
     def clean(self):
         data = super().clean()
         if {"source", "kind", "source_type"} <= data.keys():
             try:
-                check_base_model_source(source=data["source"], kind=data["kind"], source_type=data["source_type"])
+                # Checked from the web machine, which may hold no models: what it cannot check is said, not refused.
+                self.notes = check_base_model_source(source=data["source"], kind=data["kind"],
+                                                     source_type=data["source_type"])
             except BaseModelInvalid as exc:
                 raise forms.ValidationError({"source": str(exc)}) from exc
+            if not data.get("native_resolution") and data["source_type"] == "folder":
+                data["native_resolution"] = detect_native_resolution(str(in_models_dir(data["source"])), "folder")
+        size = data.get("native_resolution")
+        if size is not None and not (16 <= size <= 2048 and size % 8 == 0):
+            raise forms.ValidationError({"native_resolution": "A multiple of 8 from 16 to 2048."})
         # Only one default may exist; the admin moves it here after saving (see save_model) instead of
         # refusing the form on the one-default constraint.
         self.wants_default = bool(data.get("is_default"))
@@ -31,13 +47,15 @@ class BaseModelForm(forms.ModelForm):
 @admin.register(BaseModel)
 class BaseModelAdmin(admin.ModelAdmin):
     form = BaseModelForm
-    list_display = ("name", "kind", "source_type", "source", "is_default", "created_at")
+    list_display = ("name", "kind", "native_size", "source_type", "source", "is_default", "created_at")
     list_filter = ("kind", "source_type", "is_default")
     search_fields = ("name", "source", "description")
     actions = ["make_default"]
 
     def save_model(self, request, obj, form, change):
         super().save_model(request, obj, form, change)
+        for note in getattr(form, "notes", []):
+            self.message_user(request, note, level=messages.WARNING)
         if getattr(form, "wants_default", False):
             base_model_set_default(model=obj)
 

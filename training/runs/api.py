@@ -165,6 +165,7 @@ class BaseModelOut(Schema):
     name: str
     kind: str
     source_type: str
+    native_size: int = Field(..., description="The size it was trained at: a run's resolution when none is given.")
     description: str
     is_default: bool
 

@@ -7,6 +7,7 @@ checkpoint first; a later attempt (resume, or the reaper after a worker died) co
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import shutil
@@ -20,10 +21,15 @@ from django.db import DatabaseError, connection
 from django.utils import timezone
 
 from imagineer import fairqueue
+from imagineer.artifacts import PeriodicUpload, artifact_open
 from imagineer.jobs import JobCancelled, JobContext, JobError, run_job
 
+from ..basemodels import BaseModelUnavailable, local_source
 from ..models import TrainingRun, TrainingStage
-from .services import LOG_NAME, dataset_root, latest_checkpoint_step, lora_name_for, lora_register
+from .artifacts import LOG_NAME, fetch_latest_checkpoint, log_key, upload_checkpoint, upload_lora, upload_samples
+from .services import dataset_root, lora_name_for, lora_register
+
+logger = logging.getLogger(__name__)
 
 # The row is written at most this often (plus at checkpoints, samples and the last step): a GPU may do
 # tens of steps a second and each write is a database round trip.
@@ -66,8 +72,8 @@ def chart_points(losses: list[float], total_steps: int) -> list[list[float]]:
 class Progress:
     """Turns the library's callbacks into row updates at a bounded rate."""
 
-    def __init__(self, ctx: JobContext, run: TrainingRun, log: RunLog) -> None:
-        self.ctx, self.run, self.log = ctx, run, log
+    def __init__(self, ctx: JobContext, run: TrainingRun, log: RunLog, log_upload: PeriodicUpload) -> None:
+        self.ctx, self.run, self.log, self.log_upload = ctx, run, log, log_upload
         self.stride = chart_stride(run.steps)
         self.points: list[list[float]] = [list(p) for p in run.loss_history]
         self.window: list[float] = []
@@ -85,6 +91,7 @@ class Progress:
             self.window = []
             self.first = (now, step - 1)
         self.window.append(loss)
+        self.log_upload.tick()
         if step % self.stride == 0 or step == total:
             self.points.append([step, round(sum(self.window) / len(self.window), 6)])
             self.window = []
@@ -110,11 +117,20 @@ class Progress:
             self._database_hiccup(exc)
 
     def on_checkpoint(self, step: int, path: Path) -> None:
+        # Into storage as it is written, so a resume on any machine continues here.
+        try:
+            upload_checkpoint(self.run, step, path, keep=settings.TRAIN_KEEP_CHECKPOINTS)
+        except Exception as exc:  # a store hiccup must not end hours of training; the next checkpoint retries
+            self.log(f"could not store the checkpoint at step {step} ({type(exc).__name__}: {exc})")
         self.write(step, self.run.steps)
+        self.log_upload.tick()
 
     def on_sample(self, step: int, paths: list[Path]) -> None:
-        run_dir = self.run.run_dir
-        files = [str(Path(p).relative_to(run_dir)) for p in paths]
+        try:
+            files = upload_samples(self.run, paths)
+        except Exception as exc:
+            self.log(f"could not store the samples of step {step} ({type(exc).__name__}: {exc})")
+            return
         self.samples = [s for s in self.samples if s["step"] != step] + [{"step": step, "files": files}]
         self.log(f"samples at step {step}: {', '.join(files)}")
         try:
@@ -208,35 +224,43 @@ def train_body(ctx: JobContext) -> None:
     from training.ml.train import TrainCallbacks, train_lora
 
     run: TrainingRun = ctx.job
-    run_dir = run.run_dir
+    run_dir = run.run_dir  # this worker's scratch folder; what others read is uploaded from it
+    shutil.rmtree(run_dir, ignore_errors=True)
     log = RunLog(run_dir / LOG_NAME)
+    log_upload = PeriodicUpload(run_dir / LOG_NAME, log_key(run), every=settings.ARTIFACT_LOG_UPLOAD_SECONDS)
+    try:
+        with artifact_open(log_key(run)) as previous:  # the log of earlier attempts, from whichever machine
+            (run_dir / LOG_NAME).write_bytes(previous.read())
+    except FileNotFoundError:
+        pass
     log(f"attempt {run.attempts}: {run.steps} steps on {len(run.dataset)} image(s), base model {run.base_model.name}")
-    resume_step = latest_checkpoint_step(run)
-    if resume_step:
-        log(f"resuming from the checkpoint at step {resume_step}")
-    ctx.update(stage=TrainingStage.PREPARING, message="Preparing the dataset…", output_dir=str(run_dir),
-               total_steps=run.steps, step=resume_step or 0, resumed_from=resume_step or run.resumed_from)
     folder = dataset_root() / f"run-{run.pk}-dataset"
     try:
+        resume_step = fetch_latest_checkpoint(run)
+        if resume_step:
+            log(f"resuming from the checkpoint at step {resume_step}")
+        ctx.update(stage=TrainingStage.PREPARING, message="Preparing the dataset…",
+                   total_steps=run.steps, step=resume_step or 0, resumed_from=resume_step or run.resumed_from)
         dataset = _materialise(run, folder, log)
         ctx.update(stage=TrainingStage.TRAINING, message="Loading the base model…",
                    counters={"images_used": len(dataset)})
-        progress = Progress(ctx, run, log)
+        progress = Progress(ctx, run, log, log_upload)
         name = lora_name_for(run)
         try:
             config = _config(run)
-            result = train_lora(
-                base_model=run.base_model.source,
-                kind=run.base_model.kind,
-                source_type=run.base_model.source_type,
-                dataset=dataset,
-                output_dir=run_dir,
-                config=config,
-                callbacks=TrainCallbacks(on_step=progress.on_step, should_stop=progress.should_stop,
-                                         on_checkpoint=progress.on_checkpoint, on_sample=progress.on_sample,
-                                         on_log=log),
-                name=name,
-            )
+            with local_source(run.base_model) as (source, source_type):
+                result = train_lora(
+                    base_model=source,
+                    kind=run.base_model.kind,
+                    source_type=source_type,
+                    dataset=dataset,
+                    output_dir=run_dir,
+                    config=config,
+                    callbacks=TrainCallbacks(on_step=progress.on_step, should_stop=progress.should_stop,
+                                             on_checkpoint=progress.on_checkpoint, on_sample=progress.on_sample,
+                                             on_log=log),
+                    name=name,
+                )
         except TrainingCancelled as exc:
             log(str(exc))
             progress.write(exc.step, run.steps)
@@ -244,7 +268,7 @@ def train_body(ctx: JobContext) -> None:
         except NonFiniteLoss as exc:
             log(str(exc))
             raise JobError(str(exc)) from exc
-        except (ModelNotFound, WrongModelKind) as exc:
+        except (ModelNotFound, WrongModelKind, BaseModelUnavailable) as exc:
             log(str(exc))
             raise JobError(f"Base model {run.base_model.name}: {exc}") from exc
         except ValueError as exc:  # settings the library refuses (named field by field) or a resume mismatch
@@ -256,9 +280,12 @@ def train_body(ctx: JobContext) -> None:
             log(str(exc))
             raise JobError("The GPU ran out of memory. Lower the batch size or the resolution, or turn on "
                            "gradient checkpointing, then start a new run.") from exc
-        ctx.update(stage=TrainingStage.SAVING, message="Registering the LoRA…", check_cancel=False)
-        lora = lora_register(run=run, diffusers_file=result.lora_path, kohya_file=result.kohya_path, name=name)
-        log(f"registered LoRA {lora.name}: {result.lora_path.name}, {result.kohya_path.name}")
+        ctx.update(stage=TrainingStage.SAVING, message="Storing the LoRA…", check_cancel=False)
+        diffusers_key, diffusers_sha = upload_lora(run, result.lora_path)
+        kohya_key, kohya_sha = upload_lora(run, result.kohya_path)
+        lora = lora_register(run=run, diffusers_file=diffusers_key, diffusers_sha256=diffusers_sha,
+                             kohya_file=kohya_key, kohya_sha256=kohya_sha, name=name)
+        log(f"registered LoRA {lora.name}: {diffusers_key}, {kohya_key}")
         ctx.update(
             stage=TrainingStage.DONE,
             step=result.final_step,
@@ -274,6 +301,12 @@ def train_body(ctx: JobContext) -> None:
         raise
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+        try:
+            log_upload.final()
+        except Exception:  # the run's outcome is in the row; a lost log tail must not change it
+            logger.warning("could not store the log of run %s", run.pk, exc_info=True)
+        # Everything worth keeping is in storage now: checkpoints, samples, the LoRA, the log.
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def run_training(run_id: int) -> str | None:

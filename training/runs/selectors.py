@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import math
-from collections import deque
 from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
 
 from django.db.models import Q
 
 from gallery.models import Album, Image
+from imagineer.artifacts import artifact_exists, artifact_open
 from labeling.selectors import training_captions
 
 from ..models import BaseModel, LoraModel, TrainingRun
+from .artifacts import log_key
 from .params import MAX_SAMPLE_PROMPT
-from .services import LOG_NAME
+
+_LOG_TAIL_BYTES = 64 * 1024
 
 
 def albums_for_training(user):
@@ -97,24 +98,27 @@ def duration_text(value: timedelta | None) -> str:
 
 
 def log_tail(run: TrainingRun, *, lines: int = 40) -> list[str]:
-    path = run.run_dir / LOG_NAME
+    """The last lines of the run's log, read from the artifacts storage (the worker may be another machine)."""
     try:
-        with path.open(encoding="utf-8", errors="replace") as handle:
-            return list(deque(handle, maxlen=lines))
-    except OSError:
+        with artifact_open(log_key(run)) as handle:
+            size = handle.size
+            if size > _LOG_TAIL_BYTES:
+                handle.seek(size - _LOG_TAIL_BYTES)
+            text = handle.read().decode("utf-8", errors="replace")
+    except (OSError, ValueError):
         return []
+    return text.splitlines(keepends=True)[-lines:]
 
 
 def sample_images(run: TrainingRun) -> list[dict]:
-    """[{step, index, url}] newest first, for the files that still exist."""
+    """[{step, index, url}] newest first; the row lists a sample only once it is stored."""
     from django.urls import reverse
 
     found = []
     for entry in sorted(run.samples, key=lambda s: -int(s.get("step", 0))):
-        for index, name in enumerate(entry.get("files", [])):
-            if (run.run_dir / name).is_file():
-                found.append({"step": entry["step"], "index": index,
-                              "url": reverse("training:run_sample", args=[run.pk, entry["step"], index])})
+        for index, _name in enumerate(entry.get("files", [])):
+            found.append({"step": entry["step"], "index": index,
+                          "url": reverse("training:run_sample", args=[run.pk, entry["step"], index])})
     return found
 
 
@@ -124,46 +128,50 @@ def dataset_image_ids_visible_to(run: TrainingRun, user) -> set[int]:
     return set(Image.objects.visible_to(user).filter(pk__in=ids).values_list("pk", flat=True))
 
 
-def artifact_path(run: TrainingRun, name: str | Path) -> Path | None:
-    """`name` (absolute, or relative to the run's folder) as an existing file inside the run's own folder under
-    MODELS_DIR, else None. Only files the run's job wrote are ever served: the names come from our own job,
-    but a row is data, and a path anywhere else (the database, settings, another run) must never be."""
+def run_artifact_key(run: TrainingRun, name: str) -> str | None:
+    """The storage key of a file the run's job wrote, given as a key or relative to the run, else None.
+
+    Only keys under the run's own prefix are ever served: a row is data, and anything else (another run, a
+    path on some machine) must never be.
+    """
     if not name:
         return None
-    root = run.run_dir.resolve()
-    path = Path(name)
-    path = (path if path.is_absolute() else root / path).resolve()  # resolve(): symlinks cannot lead out
-    return path if path.is_relative_to(root) and path.is_file() else None
-
-
-def lora_file(lora: LoraModel, fmt: str) -> Path | None:
-    """The LoRA's file in `fmt` ("diffusers" or "kohya") when its run wrote it and it still exists."""
-    name = {"diffusers": lora.diffusers_file, "kohya": lora.kohya_file}.get(fmt)
-    if not name or lora.training_run is None:
+    prefix = run.artifact_prefix + "/"
+    key = name if name.startswith(prefix) else prefix + name
+    parts = key.split("/")
+    if ".." in parts or "" in parts or name.startswith("/"):
         return None
-    return artifact_path(lora.training_run, name)
+    return key
 
 
-def sample_path(run: TrainingRun, step: int, index: int) -> Path | None:
+def lora_key(lora: LoraModel, fmt: str) -> str | None:
+    """The LoRA's key in `fmt` ("diffusers" or "kohya") when its run wrote it."""
+    name = {"diffusers": lora.diffusers_file, "kohya": lora.kohya_file}.get(fmt)
+    if not name or lora.training_run is None or not name.startswith(lora.training_run.artifact_prefix + "/"):
+        return None
+    return run_artifact_key(lora.training_run, name)
+
+
+def sample_key(run: TrainingRun, step: int, index: int) -> str | None:
     for entry in run.samples:
         if int(entry.get("step", -1)) == step:
             files = entry.get("files", [])
             if 0 <= index < len(files):
-                return artifact_path(run, files[index])
+                return run_artifact_key(run, files[index])
     return None
 
 
-def run_files(run: TrainingRun) -> dict[str, Path]:
-    """The downloadable files that exist now: lora (diffusers), kohya, log."""
-    files: dict[str, Path] = {}
+def run_files(run: TrainingRun) -> dict[str, str]:
+    """The downloadable files that are stored now: lora (diffusers), kohya, log → their keys."""
+    files: dict[str, str] = {}
     lora = LoraModel.objects.filter(training_run=run).first()
-    candidates = {"log": LOG_NAME}
     if lora is not None:
-        candidates.update(lora=lora.diffusers_file, kohya=lora.kohya_file)
-    for key, name in candidates.items():
-        path = artifact_path(run, name)
-        if path is not None:
-            files[key] = path
+        for what, fmt in (("lora", "diffusers"), ("kohya", "kohya")):
+            key = lora_key(lora, fmt)
+            if key:
+                files[what] = key
+    if artifact_exists(log_key(run)):
+        files["log"] = log_key(run)
     return files
 
 

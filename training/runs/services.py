@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import time
@@ -17,116 +16,22 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from gallery.models import Album
+from imagineer.artifacts import artifact_delete_prefix
 from imagineer.jobs import enqueue_job, ensure_queue_available, job_cancel
 from imagineer.models import JobStatus
 from imagineer.quotas import CostTooHigh, quota_check, training_cost_check
 from labeling.selectors import training_captions
 
-from ..models import BaseModel, LoraModel, ModelKind, SourceType, TrainingRun, TrainingStage
+from ..models import BaseModel, LoraModel, ModelKind, TrainingRun, TrainingStage
+from .artifacts import checkpoint_prefix, stored_checkpoints
 from .params import RunInputError, clean_params
 
 RUN_NAME_MAX = 100
-LOG_NAME = "train.log"
 DATASET_DIR = "training"  # under WORK_DIR: the temporary dataset folders of running jobs
-_MODEL_CLASSES = {"StableDiffusionPipeline": ModelKind.SD15, "StableDiffusionXLPipeline": ModelKind.SDXL}
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 class RunStateError(ValueError):
     """The run is not in a state that allows this (e.g. resuming a run that is still running)."""
-
-
-class BaseModelInvalid(ValueError):
-    pass
-
-
-# --- base models ------------------------------------------------------------------------------------
-
-
-def detect_kind(source: str, source_type: str) -> str | None:
-    """The model kind a diffusers folder declares in model_index.json (cheap: no weights are read)."""
-    if source_type != SourceType.FOLDER:
-        return None
-    try:
-        found = json.loads((Path(source) / "model_index.json").read_text()).get("_class_name", "")
-    except (OSError, ValueError):
-        return None
-    return _MODEL_CLASSES.get(found)
-
-
-def detect_native_resolution(source: str, source_type: str) -> int | None:
-    """The pixel size a diffusers folder's UNet works at: its latent sample_size times the VAE's scale factor
-    (2 per down block after the first), as diffusers' pipelines compute their default size. Cheap: two small
-    JSON files. None when the folder does not say (single files and hub ids: the kind's usual size applies)."""
-    if source_type != SourceType.FOLDER:
-        return None
-    try:
-        sample_size = json.loads((Path(source) / "unet" / "config.json").read_text()).get("sample_size")
-        blocks = json.loads((Path(source) / "vae" / "config.json").read_text()).get("block_out_channels")
-    except (OSError, ValueError, AttributeError):
-        return None
-    if isinstance(sample_size, list) and sample_size:  # (height, width): square models are what we train
-        sample_size = sample_size[0]
-    if type(sample_size) is not int or not isinstance(blocks, list) or not blocks:
-        return None
-    size = sample_size * 2 ** (len(blocks) - 1)
-    return size if 16 <= size <= 2048 and size % 8 == 0 else None  # the sizes a run may train at
-
-
-def check_base_model_source(*, source: str, kind: str, source_type: str) -> None:
-    """Raise BaseModelInvalid with a reason when the source cannot be the model it claims to be."""
-    if kind not in ModelKind.values:
-        raise BaseModelInvalid(f"The kind must be one of {', '.join(ModelKind.values)}.")
-    if source_type == SourceType.FOLDER:
-        path = Path(source).expanduser()
-        if not path.is_dir():
-            raise BaseModelInvalid(f"{source} is not a folder.")
-        if not (path / "model_index.json").is_file():
-            raise BaseModelInvalid(f"{source} is not a diffusers model folder (it has no model_index.json).")
-        found = detect_kind(str(path), source_type)
-        if found is None:
-            raise BaseModelInvalid(f"{source} holds neither a Stable Diffusion 1.5 nor an SDXL pipeline.")
-        if found != kind:
-            raise BaseModelInvalid(f"{source} is an {found} model, not {kind}.")
-    elif source_type == SourceType.SINGLE_FILE:
-        path = Path(source).expanduser()
-        if not path.is_file():
-            raise BaseModelInvalid(f"{source} is not a file.")
-        if path.suffix.lower() not in (".safetensors", ".ckpt"):
-            raise BaseModelInvalid(f"{path.name} is not a .safetensors or .ckpt checkpoint.")
-    elif source_type == SourceType.HUB:
-        if not _HUB_ID.match(source):
-            raise BaseModelInvalid(f"{source!r} is not a hub id like 'owner/model'.")
-    else:
-        raise BaseModelInvalid(f"The source type must be one of {', '.join(SourceType.values)}.")
-
-
-@transaction.atomic
-def base_model_register(*, name: str, source: str, kind: str | None = None, source_type: str | None = None,
-                        make_default: bool = False, description: str = "") -> BaseModel:
-    """Register (or re-point) a base model by name. The kind of a diffusers folder is read from it."""
-    from training.ml.pipelines import detect_source_type  # cheap module: no heavy imports at its top
-
-    if not re.fullmatch(r"[-a-zA-Z0-9_]{1,100}", name or ""):
-        raise BaseModelInvalid("The name must be 1–100 letters, digits, '-' or '_'.")
-    source = str(Path(source).expanduser().resolve()) if Path(source).expanduser().exists() else source
-    source_type = source_type or detect_source_type(source)
-    kind = kind or detect_kind(source, source_type) or ModelKind.SD15
-    check_base_model_source(source=source, kind=kind, source_type=source_type)
-    model, _ = BaseModel.objects.update_or_create(
-        name=name, defaults={"source": source, "kind": kind, "source_type": source_type, "description": description,
-                             "native_resolution": detect_native_resolution(source, source_type)}
-    )
-    if make_default:
-        base_model_set_default(model=model)
-    return model
-
-
-@transaction.atomic
-def base_model_set_default(*, model: BaseModel) -> None:
-    BaseModel.objects.filter(is_default=True).exclude(pk=model.pk).update(is_default=False)
-    BaseModel.objects.filter(pk=model.pk).update(is_default=True)
-    model.is_default = True
 
 
 # --- runs -------------------------------------------------------------------------------------------
@@ -245,10 +150,9 @@ def run_cancel(*, run: TrainingRun) -> bool:
 
 
 def latest_checkpoint_step(run: TrainingRun) -> int | None:
-    from training.ml.checkpoints import latest_checkpoint  # stdlib-only module
-
-    latest = latest_checkpoint(run.run_dir)
-    return int(latest.name.split("-")[-1]) if latest else None
+    """The step of the run's newest complete checkpoint in storage, whichever machine wrote it."""
+    steps = stored_checkpoints(run)
+    return steps[-1] if steps else None
 
 
 def run_resume(*, run: TrainingRun) -> TrainingRun:
@@ -294,8 +198,10 @@ def lora_name_for(run: TrainingRun) -> str:
     return f"{base}-{n}"
 
 
-def lora_register(*, run: TrainingRun, diffusers_file: Path, kohya_file: Path, name: str | None = None) -> LoraModel:
-    """Record a finished run's LoRA (private, default weight 0.6). Registering twice updates the entry."""
+def lora_register(*, run: TrainingRun, diffusers_file: str, kohya_file: str, diffusers_sha256: str = "",
+                  kohya_sha256: str = "", name: str | None = None) -> LoraModel:
+    """Record a finished run's LoRA (private, default weight 0.6) by its storage keys. Registering twice updates
+    the entry."""
     name = name or lora_name_for(run)
     for attempt in range(5):
         try:
@@ -303,8 +209,9 @@ def lora_register(*, run: TrainingRun, diffusers_file: Path, kohya_file: Path, n
                 lora, _ = LoraModel.objects.update_or_create(
                     training_run=run,
                     defaults={"name": name, "friendly_name": run.name, "owner": run.owner,
-                              "base_model": run.base_model, "diffusers_file": str(diffusers_file),
-                              "kohya_file": str(kohya_file)},
+                              "base_model": run.base_model, "diffusers_file": diffusers_file,
+                              "diffusers_sha256": diffusers_sha256, "kohya_file": kohya_file,
+                              "kohya_sha256": kohya_sha256},
                 )
             return lora
         except IntegrityError:  # someone took the name meanwhile
@@ -339,46 +246,61 @@ def _size(path: Path) -> int:
 
 
 def training_cleanup(*, now=None, dry_run: bool = False) -> dict[str, int]:
-    """Keep the last TRAIN_KEEP_CHECKPOINTS checkpoints of every idle run, delete the files of failed runs
-    older than TRAIN_FAILED_RETENTION_DAYS, and remove folders no run owns (orphan run folders and
-    temporary datasets a killed worker left behind)."""
-    from training.ml.checkpoints import list_checkpoints, remove_temporary
+    """Keep the last TRAIN_KEEP_CHECKPOINTS stored checkpoints of every idle run, delete the stored files of failed
+    runs older than TRAIN_FAILED_RETENTION_DAYS, remove stored run folders no run owns, and on this machine the
+    scratch folders and temporary datasets no running job owns (a killed worker leaves them behind)."""
+    from imagineer.artifacts import artifact_list, artifact_storage
 
     now = now or timezone.now()
     counts = {"checkpoints_removed": 0, "failed_runs_cleaned": 0, "orphan_run_dirs": 0, "temp_datasets_removed": 0,
               "bytes_freed": 0}
     keep = settings.TRAIN_KEEP_CHECKPOINTS
+    storage = artifact_storage()
 
-    def remove(path: Path, counter: str) -> None:
-        counts["bytes_freed"] += _size(path)
+    def stored_size(prefix: str) -> int:
+        return sum(storage.size(key) for key in artifact_list(prefix))
+
+    def remove_stored(prefix: str, counter: str) -> None:
+        counts["bytes_freed"] += stored_size(prefix)
         counts[counter] += 1
         if not dry_run:
-            shutil.rmtree(path, ignore_errors=True)
+            artifact_delete_prefix(prefix)
 
-    runs_root = Path(settings.MODELS_DIR) / "runs"
     active = set(TrainingRun.objects.active().values_list("pk", flat=True))
     known = set(TrainingRun.objects.values_list("pk", flat=True))
     cutoff = now - timedelta(days=settings.TRAIN_FAILED_RETENTION_DAYS)
     expired = set(TrainingRun.objects.filter(status=JobStatus.FAILED, finished_at__lt=cutoff)
                   .values_list("pk", flat=True))
-    if runs_root.is_dir():
-        for folder in sorted(runs_root.iterdir()):
-            if not folder.is_dir():
-                continue
+    try:
+        stored_runs, _ = storage.listdir("runs")
+    except FileNotFoundError:
+        stored_runs = []
+    for name in sorted(stored_runs):
+        pk = int(name) if name.isdigit() else None
+        prefix = f"runs/{name}"
+        if pk is None or pk not in known:
+            keys = artifact_list(prefix)
+            # A run created after `known` was read may be uploading already: leave young folders alone.
+            if keys and (now - max(storage.get_modified_time(k) for k in keys)).total_seconds() > 300:
+                remove_stored(prefix, "orphan_run_dirs")
+        elif pk in expired:
+            remove_stored(prefix, "failed_runs_cleaned")
+        elif pk not in active:
+            run = TrainingRun(pk=pk)
+            for step in stored_checkpoints(run)[:-keep]:
+                remove_stored(checkpoint_prefix(run, step), "checkpoints_removed")
+    # This machine's scratch folders of runs it is not running now (everything in them is in storage).
+    scratch = Path(settings.WORK_DIR) / "runs"
+    running_here = set(TrainingRun.objects.filter(status=JobStatus.RUNNING).values_list("pk", flat=True))
+    if scratch.is_dir():
+        for folder in scratch.iterdir():
             pk = int(folder.name) if folder.name.isdigit() else None
-            if pk is None or pk not in known:
-                # A folder made a moment ago may belong to a run created after `known` was read.
-                if time.time() - folder.stat().st_mtime > 300:
-                    remove(folder, "orphan_run_dirs")
-            elif pk in expired:
-                remove(folder, "failed_runs_cleaned")
-            elif pk not in active:
-                if not dry_run:
-                    remove_temporary(folder)
-                for checkpoint in list_checkpoints(folder)[:-keep]:
-                    remove(checkpoint, "checkpoints_removed")
-    if not dry_run:
-        TrainingRun.objects.filter(pk__in=expired).exclude(output_dir="").update(output_dir="")
+            if pk in running_here or time.time() - folder.stat().st_mtime < 300:
+                continue
+            counts["bytes_freed"] += _size(folder)
+            counts["orphan_run_dirs"] += 1
+            if not dry_run:
+                shutil.rmtree(folder, ignore_errors=True)
     removed, freed = remove_orphan_datasets(dry_run=dry_run)
     counts["temp_datasets_removed"] += removed
     counts["bytes_freed"] += freed

@@ -16,6 +16,8 @@ from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from imagineer import fairqueue
+from imagineer.artifacts import artifact_response
 from imagineer.jobs import QueueUnavailable
 from imagineer.models import JobStatus
 from imagineer.quotas import QuotaExceeded
@@ -135,6 +137,7 @@ def _status_context(run: TrainingRun) -> dict:
         "files": selectors.run_files(run),
         "lora": lora,
         "can_resume": run.status in (JobStatus.CANCELLED, JobStatus.FAILED) and lora is None,
+        "position": fairqueue.queue_position(run),
     }
 
 
@@ -182,14 +185,14 @@ def run_download(request: HttpRequest, pk: int, what: str) -> HttpResponse:
     run = _get_run_for_user(request, pk)
     if what == "dataset":
         return _dataset_zip(run, request.user)
-    path = selectors.run_files(run).get(what)
-    if path is None:
+    key = selectors.run_files(run).get(what)
+    if key is None:
         raise Http404("No such file.")
     lora = LoraModel.objects.filter(training_run=run).first()
     names = {"lora": f"{lora.name if lora else run.pk}.diffusers.safetensors",
              "kohya": f"{lora.name if lora else run.pk}.safetensors", "log": f"run-{run.pk}.log"}
     content_type = "text/plain; charset=utf-8" if what == "log" else "application/octet-stream"
-    return FileResponse(path.open("rb"), as_attachment=True, filename=names[what], content_type=content_type)
+    return artifact_response(key, filename=names[what], content_type=content_type)
 
 
 def _dataset_zip(run: TrainingRun, user) -> HttpResponse:
@@ -231,12 +234,11 @@ def _dataset_zip(run: TrainingRun, user) -> HttpResponse:
 @require_GET
 def run_sample(request: HttpRequest, pk: int, step: int, index: int) -> HttpResponse:
     run = _get_run_for_user(request, pk)
-    path = selectors.sample_path(run, step, index)
-    if path is None:
+    key = selectors.sample_key(run, step, index)
+    if key is None:
         raise Http404("No such sample.")
-    response = FileResponse(path.open("rb"), content_type="image/png")
-    response["X-Content-Type-Options"] = "nosniff"
-    return response
+    return artifact_response(key, filename=f"run-{run.pk}-step-{step}-{index}.png", as_attachment=False,
+                             content_type="image/png")
 
 
 @require_GET
@@ -257,8 +259,8 @@ def lora_detail(request: HttpRequest, pk: int) -> HttpResponse:
                                  "trigger_words": lora.trigger_words, "is_public": lora.is_public})
     return render(request, "training/runs/lora_detail.html", {
         "lora": lora, "run": run, "can_manage": can_manage, "form": form,
-        "has_diffusers": selectors.lora_file(lora, "diffusers") is not None,
-        "has_kohya": selectors.lora_file(lora, "kohya") is not None,
+        "has_diffusers": selectors.lora_key(lora, "diffusers") is not None,
+        "has_kohya": selectors.lora_key(lora, "kohya") is not None,
     })
 
 
@@ -283,9 +285,8 @@ def lora_download(request: HttpRequest, pk: int, fmt: str) -> HttpResponse:
     filenames = {"diffusers": f"{lora.name}.diffusers.safetensors", "kohya": f"{lora.name}.safetensors"}
     if fmt not in filenames:
         raise Http404("No such format.")
-    # Only a file the LoRA's run wrote, inside its own folder; a path anywhere else is as good as gone.
-    path = selectors.lora_file(lora, fmt)
-    if path is None:
+    # Only a key the LoRA's run wrote, under its own prefix; anything else is as good as gone.
+    key = selectors.lora_key(lora, fmt)
+    if key is None:
         raise Http404("The file is gone.")
-    return FileResponse(path.open("rb"), as_attachment=True, filename=filenames[fmt],
-                        content_type="application/octet-stream")
+    return artifact_response(key, filename=filenames[fmt], content_type="application/octet-stream")

@@ -124,11 +124,11 @@ def tiny_pipe(tiny_model):
 
 
 @pytest.fixture
-def base_model(db, tiny_model):
-    from training.models import BaseModel
+def base_model(db, tiny_model, training_dirs):
+    """The tiny model stored once in the test's artifacts storage, as build_tiny_model does."""
+    from training.basemodels import base_model_register
 
-    return BaseModel.objects.create(name="tiny", kind="sd15", source=str(tiny_model), source_type="folder",
-                                    is_default=True)
+    return base_model_register(name="tiny", source=str(tiny_model), kind="sd15", upload=True, make_default=True)
 
 
 @pytest.fixture
@@ -136,15 +136,21 @@ def xl_base(db):
     from training.models import BaseModel
 
     # Never loaded: everything that uses it is refused before a job exists.
-    return BaseModel.objects.create(name="tiny-xl", kind="sdxl", source="/nonexistent/tiny-xl", source_type="folder")
+    return BaseModel.objects.create(name="tiny-xl", kind="sdxl", source="base/nonexistent-tiny-xl",
+                                    source_type="folder")
 
 
-def _make_loras(base_model, xl_base, user, other_user, final_file, early_file):
+def _make_loras(base_model, xl_base, user, other_user, final_file, early_file, *, store=True):
+    from imagineer.artifacts import artifact_upload, file_sha256
     from training.models import LoraModel
 
     def make(name, owner, path, base=base_model, public=False, weight=0.8):
+        key = f"loras/{name}.safetensors"
+        if store:  # in the artifacts storage, as a training run leaves it; the worker reads it through its cache
+            artifact_upload(path, key)
         return LoraModel.objects.create(name=name, friendly_name=name.title(), owner=owner, base_model=base,
-                                        diffusers_file=str(path), default_weight=weight, is_public=public)
+                                        diffusers_file=key, diffusers_sha256=file_sha256(path) if store else "",
+                                        default_weight=weight, is_public=public)
 
     return {
         "style": make("style", user, final_file, weight=1.0),
@@ -166,7 +172,7 @@ def loras(base_model, user, other_user, xl_base, trained):
 def registry_loras(base_model, user, other_user, xl_base, tmp_path):
     """The same registry rows as `loras`, for tests where nothing is generated (the files are never read)."""
     return _make_loras(base_model, xl_base, user, other_user, tmp_path / "final.safetensors",
-                       tmp_path / "early.safetensors")
+                       tmp_path / "early.safetensors", store=False)
 
 
 # --- training runs (test_runs_*.py): their fixtures live in runs_fixtures.py -----------------------------------

@@ -35,11 +35,17 @@ COLOURS = [("red", (48, 32)), ("green", (32, 32)), ("blue", (32, 48)), ("yellow"
 
 @pytest.fixture
 def training_dirs(settings, tmp_path):
-    """Models and work folders private to the test."""
+    """Models, work, cache and artifact folders private to the test."""
     settings.MODELS_DIR = tmp_path / "models"
     settings.WORK_DIR = tmp_path / "work"
+    settings.ARTIFACT_CACHE_DIR = tmp_path / "cache"
     settings.MODELS_DIR.mkdir()
     settings.WORK_DIR.mkdir()
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "artifacts": {"BACKEND": "django.core.files.storage.FileSystemStorage",
+                      "OPTIONS": {"location": tmp_path / "artifacts", "allow_overwrite": True}},
+    }
     return settings
 
 
@@ -48,17 +54,16 @@ def unloaded_model(db):
     """A base model row for tests that never load it (forms, API, permissions)."""
     from training.models import BaseModel
 
-    return BaseModel.objects.create(name="tiny", source="/nonexistent/tiny", kind="sd15", source_type="folder",
+    return BaseModel.objects.create(name="tiny", source="base/nonexistent-tiny", kind="sd15", source_type="folder",
                                     is_default=True)
 
 
 @pytest.fixture
-def tiny_base_model(db, tiny_model):
-    """The real tiny model, registered as the default."""
-    from training.models import BaseModel
+def tiny_base_model(db, tiny_model, training_dirs):
+    """The real tiny model, stored once in the artifacts storage (as build_tiny_model does) and the default."""
+    from training.basemodels import base_model_register
 
-    return BaseModel.objects.create(name="tiny", source=str(tiny_model), kind="sd15", source_type="folder",
-                                    is_default=True)
+    return base_model_register(name="tiny", source=str(tiny_model), kind="sd15", upload=True, make_default=True)
 
 
 @pytest.fixture

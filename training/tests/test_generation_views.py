@@ -123,6 +123,20 @@ def test_the_job_page_polls_while_active_and_cancel_stops_it(user_client, user, 
     assert "Cancelled" in partial and "every 2s" not in partial
 
 
+def test_the_messages_of_htmx_requests_show_in_the_page_once(user_client, user, base_model, redis_conn):
+    # On the job page: the cancel's own message comes with its fragment, and is not left for a later page.
+    job = generation_create(user=user, prompt="mine", **FAST)
+    partial = user_client.post(f"/training/generations/{job.pk}/cancel/", **HTMX).content.decode()
+    assert 'hx-swap-oob="innerHTML"' in partial and "Cancelling: it stops before its next denoising step." in partial
+    assert "Cancelling" not in user_client.get(URL).content.decode()
+    # On the generate page: "Queued generation …" goes once its queue has nothing left running.
+    queued = generation_create(user=user, prompt="again", **FAST)
+    assert 'id="messages" hx-swap-oob' not in user_client.get("/training/generations/queue/", **HTMX).content.decode()
+    user_client.post(f"/training/generations/{queued.pk}/cancel/", {"from": "queue"}, **HTMX)
+    final = user_client.get("/training/generations/queue/", **HTMX).content.decode()
+    assert "every 2s" not in final and '<div id="messages" hx-swap-oob="innerHTML"></div>' in final
+
+
 @pytest.fixture
 def generated(transactional_db, user, base_model):
     """Two generated images made inline (no worker; run_job manages connections, so the database is real)."""

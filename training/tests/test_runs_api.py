@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from imagineer.jobs import get_queue
 from imagineer.models import JobStatus
 from imagineer.services import api_token_create
 from training.models import TrainingRun
@@ -36,7 +37,7 @@ def test_it_starts_a_run_and_reports_its_status(client, user, token, run_album, 
     assert body["status"] == "queued" and body["name"] == "API run" and body["owner"] == "alice"
     assert (body["step"], body["total_steps"], body["loss"], body["rank"]) == (0, 20, None, 4)
     assert body["album_ids"] == [shapes.pk] and body["image_count"] == 4 and body["base_model"] == "tiny"
-    assert redis_conn.llen("rq:queue:train") == 1
+    assert get_queue("train").count == 1
     TrainingRun.objects.filter(pk=body["id"]).update(status=JobStatus.RUNNING, step=5, progress=0.25,
                                                      loss_history=[[5, 0.125]], message="Step 5 of 20")
     detail = client.get(f"/api/training/runs/{body['id']}", **_auth(token)).json()
@@ -105,7 +106,7 @@ def test_loras_and_base_models_are_listed_by_visibility(client, user, other_user
     assert client.get(f"/api/training/loras/{loras[1].pk}", **_auth(token)).status_code == 404
     models = client.get("/api/training/base-models", **_auth(token)).json()
     assert models == [{"id": unloaded_model.pk, "name": "tiny", "kind": "sd15", "source_type": "folder",
-                       "description": "", "is_default": True}]
+                       "native_size": 512, "description": "", "is_default": True}]
 
 
 @pytest.mark.slow

@@ -10,14 +10,22 @@ import numpy as np
 import pytest
 from safetensors import safe_open
 
+from imagineer.artifacts import file_sha256
 from imagineer.jobs import job_cancel
 from imagineer.models import JobStatus
 from training.models import LoraModel, TrainingRun, TrainingStage
 from training.runs import services
+from training.runs.artifacts import stored_checkpoints
 
 from .runs_fixtures import FAST, RESOLUTION, dataset_folders, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("media_root", "training_dirs")]
+
+
+def _stored(key: str) -> Path:
+    from django.core.files.storage import storages
+
+    return Path(storages["artifacts"].path(key))
 
 
 def _start(user, shapes, **overrides):
@@ -54,9 +62,12 @@ def test_it_trains_a_lora_registers_it_and_the_file_changes_generated_images(
     assert (lora.name, lora.friendly_name, lora.owner) == ("tiny-style", "Tiny style", user)
     assert lora.base_model == tiny_base_model
     assert lora.default_weight == 0.6 and not lora.is_public
-    diffusers_file, kohya_file = Path(lora.diffusers_file), Path(lora.kohya_file)
-    assert diffusers_file == run.run_dir / "pytorch_lora_weights.safetensors" and diffusers_file.is_file()
-    assert kohya_file == run.run_dir / "tiny-style.safetensors" and kohya_file.is_file()
+    # Both files are in the artifacts storage under the run's keys, with their hashes; nothing stays on the worker.
+    assert lora.diffusers_file == f"runs/{run.pk}/lora/pytorch_lora_weights.safetensors"
+    assert lora.kohya_file == f"runs/{run.pk}/lora/tiny-style.safetensors"
+    diffusers_file, kohya_file = _stored(lora.diffusers_file), _stored(lora.kohya_file)
+    assert lora.diffusers_sha256 == file_sha256(diffusers_file) and lora.kohya_sha256 == file_sha256(kohya_file)
+    assert not run.run_dir.exists()
 
     # peft starts every up matrix at zero: non-zero ones were learned.
     weights = _tensors(diffusers_file)
@@ -83,9 +94,10 @@ def test_it_trains_a_lora_registers_it_and_the_file_changes_generated_images(
 
     # Samples, checkpoints, the log; the temporary dataset is gone.
     assert [s["step"] for s in run.samples] == [5]
-    checkpoints = sorted(p.name for p in (run.run_dir / "checkpoints").iterdir())
-    assert len(checkpoints) <= settings.TRAIN_KEEP_CHECKPOINTS and checkpoints[-1] == "step-000006"
-    log = (run.run_dir / "train.log").read_text()
+    checkpoints = stored_checkpoints(run)
+    assert len(checkpoints) <= settings.TRAIN_KEEP_CHECKPOINTS and checkpoints[-1] == 6
+    assert _stored(f"runs/{run.pk}/{run.samples[0]['files'][0]}").is_file()
+    log = _stored(f"runs/{run.pk}/train.log").read_text()
     assert "attempt 1" in log and "registered LoRA tiny-style" in log
     assert dataset_folders(settings) == []
 
@@ -151,7 +163,7 @@ def test_it_cancels_mid_run_with_a_checkpoint_and_resumes_at_the_saved_step(user
     assert run.resumed_from == stopped_at and run.attempts == 2 and run.step == 40
     steps = [step for step, _ in run.loss_history]
     assert steps == list(range(1, 41))  # every step once: none repeated, none lost
-    assert f"resuming from the checkpoint at step {stopped_at}" in (run.run_dir / "train.log").read_text()
+    assert f"resuming from the checkpoint at step {stopped_at}" in _stored(f"runs/{run.pk}/train.log").read_text()
     assert LoraModel.objects.filter(training_run=run).exists()
     assert dataset_folders(settings) == []
 
@@ -169,6 +181,7 @@ def test_it_stops_with_a_clear_message_when_the_loss_is_not_finite(user, run_alb
     assert run.error.startswith("Loss became") and "lower the learning rate" in run.error
     assert not LoraModel.objects.filter(training_run=run).exists()
     assert not (run.run_dir / "pytorch_lora_weights.safetensors").exists()
+    assert not _stored(f"runs/{run.pk}/lora/pytorch_lora_weights.safetensors").exists()
     assert dataset_folders(settings) == []
 
 
@@ -177,12 +190,12 @@ def test_a_missing_base_model_fails_the_run_and_leaves_no_dataset(user, run_albu
                                                                   tmp_path):
     shapes, _ = run_album
     run = _start(user, shapes)
-    type(tiny_base_model).objects.filter(pk=tiny_base_model.pk).update(source=str(tmp_path / "gone"))
+    type(tiny_base_model).objects.filter(pk=tiny_base_model.pk).update(source="base/gone", source_type="folder")
     run_worker("train")
     run.refresh_from_db()
 
     assert run.status == JobStatus.FAILED
-    assert run.error.startswith("Base model tiny:") and "does not exist" in run.error
+    assert run.error.startswith("Base model tiny:") and "is not in this machine's MODELS_DIR" in run.error
     assert dataset_folders(settings) == []
 
 

@@ -173,8 +173,8 @@ def test_the_create_page_shows_the_ceiling_next_to_the_field(user_client, run_al
 
 # -- the fair train queue -------------------------------------------------------------------------------------
 
-def test_the_train_queue_takes_users_in_turn(user, other_user, run_album, make_run_album, unloaded_model, limit,
-                                             run_worker):
+def test_the_train_queue_takes_users_in_turn(user, other_user, other_client, run_album, make_run_album,
+                                             unloaded_model, limit, run_worker):
     """alice queues three runs, then bob one: bob's run starts second, not fourth."""
     limit(3)
     shapes, _ = run_album
@@ -184,6 +184,7 @@ def test_the_train_queue_takes_users_in_turn(user, other_user, run_album, make_r
     predicted = [run.pk for run in fairqueue.fair_order(TrainingRun)]
     assert predicted == [a[0].pk, b.pk, a[1].pk, a[2].pk]
     assert fairqueue.queue_position(b) == 2
+    assert "position 2" in other_client.get(f"/training/runs/{b.pk}/").content.decode()
 
     # The base model does not exist, so each run fails at once: the order they started in is what counts.
     run_worker("train")

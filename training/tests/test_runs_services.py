@@ -12,7 +12,7 @@ from django.core.management import call_command
 from django.utils import timezone
 
 from gallery import services as gallery_services
-from imagineer.jobs import QueueUnavailable
+from imagineer.jobs import QueueUnavailable, get_queue
 from imagineer.models import JobStatus, MaintenanceRun
 from labeling.services import caption_set
 from training.models import BaseModel, LoraModel, TrainingRun
@@ -133,7 +133,7 @@ def test_only_cancelled_or_failed_runs_resume(user, run_album, unloaded_model, r
         resumed = services.run_resume(run=run)
     assert resumed.status == JobStatus.QUEUED and resumed.error == "" and not resumed.cancel_requested
     assert resumed.finished_at is None and "start again" in resumed.message
-    assert redis_conn.llen("rq:queue:train") == 1
+    assert get_queue("train").count == 1
 
 
 def test_lora_names_are_unique_slugs_of_the_run_name(user, run_album, unloaded_model):
@@ -234,3 +234,33 @@ def test_the_snapshot_takes_only_album_images_the_user_may_see(user, other_user,
     assert [e["image_id"] for e in run.dataset] == [his.pk]
     # The create form counts what the snapshot would take.
     assert "Borrowed (1 image)" in other_client.get("/training/runs/new/").content.decode()
+
+
+def test_registering_a_model_reads_its_native_size_from_its_config(db, tiny_model, tmp_path):
+    # The tiny model's UNet works on 32×32 latents and its VAE halves once: 64 px.
+    tiny = services.base_model_register(name="tiny", source=str(tiny_model))
+    assert tiny.native_resolution == 64 and tiny.native_size == 64
+    # A real SD1.5 layout: 64×64 latents, four VAE blocks (scale 8).
+    folder = tmp_path / "sd15"
+    (folder / "unet").mkdir(parents=True)
+    (folder / "vae").mkdir()
+    (folder / "model_index.json").write_text('{"_class_name": "StableDiffusionPipeline"}')
+    (folder / "unet" / "config.json").write_text('{"sample_size": 64}')
+    (folder / "vae" / "config.json").write_text('{"block_out_channels": [128, 256, 512, 512]}')
+    assert services.base_model_register(name="sd15", source=str(folder)).native_size == 512
+    # A config that does not say (or says nonsense) leaves the kind's usual size.
+    (folder / "unet" / "config.json").write_text('{"sample_size": "big"}')
+    model = services.base_model_register(name="sd15", source=str(folder))
+    assert model.native_resolution is None and model.native_size == 512
+    assert services.base_model_register(name="xl", source="owner/model", kind="sdxl").native_size == 1024
+
+
+def test_a_run_trains_at_the_models_native_size_and_samples_a_caption_unless_told_otherwise(user, run_album):
+    shapes, images = run_album
+    BaseModel.objects.create(name="tiny", source="/nonexistent", kind="sd15", native_resolution=64, is_default=True)
+    caption_set(image=images[0], user=user, text="a red ellipse on white")
+    run = _create(user, [shapes], steps=10, sample_every=5)
+    assert run.resolution == 64 and run.sample_every == 5 and run.sample_prompt == "a red ellipse on white"
+    run = _create(user, [shapes], steps=10, resolution=128, sample_every=5, sample_prompt="a blue square")
+    assert run.resolution == 128 and run.sample_prompt == "a blue square"
+    assert _create(user, [shapes], steps=10, sample_every=0).sample_prompt == ""

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 from django.test import Client
 
+from imagineer.jobs import get_queue
 from imagineer.models import JobStatus
 from training.models import LoraModel, TrainingRun
 from training.runs import services
@@ -56,7 +58,7 @@ def test_posting_the_form_starts_a_run(user_client, user, run_album, unloaded_mo
     assert response.status_code == 302 and response["Location"] == run.get_absolute_url()
     assert (run.owner, run.steps, run.rank, run.resolution, run.random_flip, run.center_crop) == (
         user, 50, 8, 512, True, False)
-    assert redis_conn.llen("rq:queue:train") == 1
+    assert get_queue("train").count == 1
 
 
 def test_bad_settings_are_explained_and_nothing_is_created(user_client, other_user, run_album, make_run_album,
@@ -73,7 +75,7 @@ def test_bad_settings_are_explained_and_nothing_is_created(user_client, other_us
                                                          "learning_rate": "-1", "sample_every": "5"})
     text = response.content.decode()
     assert response.status_code == 400
-    assert "multiple of 8" in text and "Learning rate must be more than 0" in text and "sample prompt" in text
+    assert "multiple of 8" in text and "Learning rate must be more than 0" in text
     response = user_client.post("/training/runs/new/", {"albums": [theirs.pk]})
     assert response.status_code == 400 and "Select a valid choice" in response.content.decode()
     assert TrainingRun.objects.count() == 0
@@ -274,3 +276,138 @@ def test_the_run_dataset_download_leaves_out_images_that_turned_private(other_us
     archive = zipfile.ZipFile(io.BytesIO(b"".join(response.streaming_content)))
     rows = [json.loads(line) for line in archive.read("metadata.jsonl").decode().splitlines()]
     assert [r["image_id"] for r in rows] == [his.pk] and "00002.png" not in archive.namelist()
+
+
+# --- a first run: defaults that suit the base model, the duration estimate ---------------------------------
+
+
+def _field_value(html: str, name: str) -> str | None:
+    match = re.search(rf'<input[^>]*name="{name}"[^>]*>', html)
+    if match is None:
+        return None
+    value = re.search(r'value="([^"]*)"', match.group(0))
+    return value.group(1) if value else ""
+
+
+@pytest.mark.parametrize("kind, native, size, steps", [
+    ("sd15", 64, "64", "300"),  # the tiny model: its own size, and the quick preset (a minute on a CPU)
+    ("sd15", None, "512", "1000"),
+    ("sdxl", None, "1024", "1000"),
+])
+def test_the_form_defaults_to_the_base_models_native_size_and_a_preset_that_suits_it(
+    user, user_client, make_run_album, kind, native, size, steps
+):
+    from training.models import BaseModel
+
+    BaseModel.objects.create(name="base", source="/nonexistent", kind=kind, native_resolution=native,
+                             is_default=True)
+    make_run_album(user, "Shapes")
+    html = user_client.get("/training/runs/new/").content.decode()
+    assert _field_value(html, "resolution") == size
+    assert _field_value(html, "steps") == steps
+    assert '"base": {"size": ' + size in html  # for the script that follows a change of model
+
+
+def test_samples_are_on_by_default_with_a_prompt_from_the_albums_captions(user, user_client, make_run_album,
+                                                                         unloaded_model):
+    from labeling.services import caption_set
+
+    shapes, images = make_run_album(user, "Shapes")
+    other, _ = make_run_album(user, "Other", colours=[("purple", (40, 40))])
+    caption_set(image=images[0], user=user, text="a red ellipse on white")
+    html = user_client.get(f"/training/runs/new/?album={shapes.pk}").content.decode()
+    assert int(_field_value(html, "sample_every")) > 0
+    assert _field_value(html, "sample_prompt") == "a red ellipse on white"
+    # Every album's suggestion is on the page, for when the user ticks another album (no caption: its name).
+    assert f'"{other.pk}": "Other"' in html
+    # The only album of a newcomer is chosen for them, with its prompt.
+    other.delete()
+    html = user_client.get("/training/runs/new/").content.decode()
+    assert re.search(rf'name="albums" value="{shapes.pk}"[^>]*checked', html)
+    assert _field_value(html, "sample_prompt") == "a red ellipse on white"
+
+
+def test_the_form_shows_an_estimate_once_a_run_of_that_model_and_size_was_measured(user, user_client, run_album,
+                                                                                   unloaded_model):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    shapes, _ = run_album
+    page = user_client.get("/training/runs/new/").content.decode()
+    assert "no measurement yet for tiny at 512 px on this server" in page
+    assert 'hx-get="/training/runs/new/estimate/"' in page
+    run = _run(user, [shapes], steps=300, batch_size=1, resolution=512)
+    now = timezone.now()
+    # 300 steps at 5 steps/s is 60 s of training; the run took 75 s, so 15 s went to loading and saving.
+    TrainingRun.objects.filter(pk=run.pk).update(status=JobStatus.SUCCEEDED, step=300, steps_per_second=5.0,
+                                                 started_at=now - timedelta(seconds=75), finished_at=now)
+    estimate = user_client.get("/training/runs/new/estimate/", {
+        "base_model": "tiny", "resolution": "512", "steps": "885", "batch_size": "1"}, HTTP_HX_REQUEST="true")
+    text = estimate.content.decode()
+    assert estimate.status_code == 200 and "<html" not in text
+    assert "about 3 minutes" in text and "measured 5.00 steps/s at 512 px" in text and "on this server" in text
+    # Twice the batch: each step does twice the work.
+    text = user_client.get("/training/runs/new/estimate/", {
+        "base_model": "tiny", "resolution": "512", "steps": "300", "batch_size": "2"}).content.decode()
+    assert "about 2 minutes" in text and "batch size 1" in text
+    # Epochs count the chosen albums' images.
+    text = user_client.get("/training/runs/new/estimate/", {
+        "base_model": "tiny", "resolution": "", "steps": "", "epochs": "210", "batch_size": "1",
+        "albums": [str(shapes.pk)]}).content.decode()
+    assert "about 3 minutes" in text  # 210 epochs of 4 images: 840 steps
+    # Another size has not been measured.
+    text = user_client.get("/training/runs/new/estimate/", {
+        "base_model": "tiny", "resolution": "256", "steps": "300", "batch_size": "1"}).content.decode()
+    assert "no measurement yet for tiny at 256 px" in text
+    # The create page itself shows it for its defaults once measured at them.
+    assert "measured 5.00 steps/s at 512 px" in user_client.get("/training/runs/new/").content.decode()
+
+
+@pytest.mark.parametrize("params", [
+    {"base_model": "nope", "resolution": "512", "steps": "10", "batch_size": "1"},
+    {"base_model": "tiny", "resolution": "x", "steps": "1e9", "batch_size": "0"},
+    {"base_model": ["a", "b"], "epochs": "-3", "albums": ["x", "999999999999999999999"]},
+    {},
+])
+def test_the_estimate_never_fails_on_bad_input(user_client, unloaded_model, params):
+    response = user_client.get("/training/runs/new/estimate/", params)
+    assert response.status_code == 200 and "measured" not in response.content.decode()
+
+
+def test_the_estimate_needs_a_login(client, unloaded_model):
+    assert client.get("/training/runs/new/estimate/").status_code == 302
+
+
+# --- flash messages on the run page ---------------------------------------------------------------------
+
+
+def test_a_message_is_shown_once_and_cleared_when_the_run_ends(user, user_client, run_album, unloaded_model,
+                                                               redis_conn):
+    shapes, _ = run_album
+    response = user_client.post("/training/runs/new/", {"albums": [shapes.pk], "base_model": "tiny",
+                                                        "steps": "5", "batch_size": "1", "sample_every": "0",
+                                                        "mixed_precision": "no"},
+                                follow=True)
+    run = TrainingRun.objects.get()
+    assert "Training started." in response.content.decode()
+    # Polling while it runs leaves the page's messages alone...
+    TrainingRun.objects.filter(pk=run.pk).update(status=JobStatus.RUNNING)
+    poll = user_client.get(run.get_absolute_url(), HTTP_HX_REQUEST="true").content.decode()
+    assert 'id="messages"' not in poll
+    # ...and the poll that sees the run end clears them: "Training started." would be stale.
+    TrainingRun.objects.filter(pk=run.pk).update(status=JobStatus.SUCCEEDED)
+    poll = user_client.get(run.get_absolute_url(), HTTP_HX_REQUEST="true").content.decode()
+    assert '<div id="messages" hx-swap-oob="innerHTML"></div>' in poll
+    assert "Training started." not in user_client.get(run.get_absolute_url()).content.decode()
+
+
+def test_the_message_of_an_htmx_cancel_shows_at_once_and_never_again(user, user_client, run_album, unloaded_model):
+    shapes, _ = run_album
+    run = _run(user, [shapes])
+    TrainingRun.objects.filter(pk=run.pk).update(status=JobStatus.RUNNING)
+    response = user_client.post(f"/training/runs/{run.pk}/cancel/", HTTP_HX_REQUEST="true").content.decode()
+    assert 'hx-swap-oob="innerHTML"' in response and "Cancelling: the run saves a checkpoint" in response
+    # Shown by the htmx response, so not again on the next page.
+    assert "Cancelling" not in user_client.get("/training/").content.decode()
+    assert 'hx-swap-oob' not in user_client.get(run.get_absolute_url()).content.decode()

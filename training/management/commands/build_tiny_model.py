@@ -3,8 +3,8 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from training.basemodels import BaseModelInvalid, base_model_register, base_model_set_default
 from training.models import BaseModel
-from training.runs.services import BaseModelInvalid, base_model_register, base_model_set_default
 
 TINY_NAME = "tiny"
 
@@ -16,8 +16,9 @@ def tiny_model_dir() -> Path:
 class Command(BaseCommand):
     help = (
         "Build the tiny deterministic SD1.5-shaped model (tiny UNet, VAE and CLIP text encoder with a byte-level "
-        "tokenizer) under MODELS_DIR/base/tiny and register it as base model 'tiny'. It is the default base model "
-        "until a real default is registered."
+        "tokenizer) under MODELS_DIR/base/tiny, store it once in the artifacts storage (every worker downloads it "
+        "from there) and register it as base model 'tiny'. Idempotent on any machine: the same build is the same "
+        "stored model. It is the default base model until a real default is registered."
     )
 
     def add_arguments(self, parser):
@@ -39,6 +40,7 @@ class Command(BaseCommand):
         other_default = BaseModel.objects.filter(is_default=True).exclude(name=TINY_NAME).exists()
         try:
             model = base_model_register(name=TINY_NAME, source=str(folder), kind="sd15", source_type="folder",
+                                        upload=True,
                                         description="Tiny random SD1.5-shaped model for tests and demos.")
         except BaseModelInvalid as exc:
             raise CommandError(str(exc)) from exc
