@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from django.core.exceptions import ImproperlyConfigured
+from django.core.exceptions import ImproperlyConfigured, SuspiciousFileOperation
 from django.core.files import File
 from django.core.files.base import ContentFile
 from django.core.files.storage import Storage, storages
@@ -53,15 +53,17 @@ def artifact_upload(path: Path, key: str) -> str:
 
 
 def artifact_exists(key: str) -> bool:
-    return bool(key) and artifact_storage().exists(key)
+    try:
+        return bool(key) and artifact_storage().exists(key)
+    except SuspiciousFileOperation:  # a key that climbs out of the storage names nothing stored
+        return False
 
 
 def artifact_open(key: str) -> File:
     """The stored file, opened for reading in binary; FileNotFoundError when there is none."""
-    storage = artifact_storage()
-    if not key or not storage.exists(key):
+    if not artifact_exists(key):
         raise FileNotFoundError(key)
-    return storage.open(key, "rb")
+    return artifact_storage().open(key, "rb")
 
 
 def artifact_delete(key: str) -> None:
@@ -194,7 +196,7 @@ def artifact_response(key: str, *, filename: str, as_attachment: bool = True, co
     from django.http import FileResponse, Http404, HttpResponseRedirect
 
     storage = artifact_storage()
-    if not key or not storage.exists(key):
+    if not artifact_exists(key):
         raise Http404("That file is not stored (any more).")
     if settings.ARTIFACT_DOWNLOADS == "redirect" and hasattr(storage, "bucket_name"):
         disposition = "attachment" if as_attachment else "inline"

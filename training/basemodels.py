@@ -135,13 +135,13 @@ def local_source(model) -> Iterator[tuple[str, str]]:
     if source_type in ("folder", "single_file"):
         if Path(source).is_absolute():
             raise BaseModelUnavailable(
-                f"Base model {model.name} names {source}, a path of one machine. Register it again with "
+                f"It names {source}, a path of one machine. Register it again with "
                 f"`manage.py register_model {model.name} <path> --upload` (stored once for every worker) or with a "
                 "path under MODELS_DIR.")
         local = in_models_dir(source)
         if not local.exists():
             raise BaseModelUnavailable(
-                f"Base model {model.name}: {source} is not in this machine's MODELS_DIR ({models_dir()}). Put the "
+                f"{source} is not in this machine's MODELS_DIR ({models_dir()}). Put the "
                 f"same files there on every GPU machine, or upload them once: "
                 f"`manage.py register_model {model.name} <path> --upload`."
             )

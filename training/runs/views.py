@@ -103,8 +103,6 @@ def _estimate_context(form: RunForm) -> dict:
 
     name = form["base_model"].value()
     model = form.fields["base_model"].queryset.filter(name=name).first() if isinstance(name, str) and name else None
-    if model is None and not form.is_bound:
-        model = form.fields["base_model"].queryset.filter(name=form.fields["base_model"].initial).first()
     resolution = number("resolution") or (model.native_size if model else None)
     batch_size = number("batch_size")
     steps, epochs = number("steps"), number("epochs")

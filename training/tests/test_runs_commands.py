@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import io
+import shutil
 from pathlib import Path
 
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
+from imagineer.artifacts import artifact_exists
 from imagineer.models import JobStatus
 from training.models import BaseModel, LoraModel, TrainingRun
 
@@ -30,13 +32,15 @@ def test_train_lora_builds_the_tiny_model_when_none_exists_and_ends_with_the_lor
     tiny = Path(settings.MODELS_DIR) / "base" / "tiny"
     assert "Building the tiny model" in output and (tiny / "model_index.json").is_file()
     model = BaseModel.objects.get()
-    assert (model.name, model.source, model.is_default) == ("tiny", str(tiny), True)
+    # Stored once for every worker, under a key that names its content, never a path of this machine.
+    assert (model.name, model.source_type, model.is_default) == ("tiny", "stored", True)
+    assert model.source == f"base-models/tiny/{model.digest[:16]}" and len(model.digest) == 64
     run = TrainingRun.objects.get()
     assert run.status == JobStatus.SUCCEEDED and run.step == 3
     lora = LoraModel.objects.get(training_run=run)
     assert f"LoRA: {lora.name}" in output and lora.name == "cli-style"
-    assert f"diffusers file: {lora.diffusers_file}" in output and Path(lora.diffusers_file).is_file()
-    assert f"kohya file: {lora.kohya_file}" in output and Path(lora.kohya_file).is_file()
+    assert f"diffusers file: {lora.diffusers_file}" in output and artifact_exists(lora.diffusers_file)
+    assert f"kohya file: {lora.kohya_file}" in output and artifact_exists(lora.kohya_file)
 
     # --if-missing keeps the model that is there; a real default stays the default.
     stamp = (tiny / "model_index.json").stat().st_mtime_ns
@@ -47,11 +51,26 @@ def test_train_lora_builds_the_tiny_model_when_none_exists_and_ends_with_the_lor
     assert list(BaseModel.objects.filter(is_default=True).values_list("name", flat=True)) == ["real"]
 
 
-def test_register_model_reads_the_kind_from_the_folder_and_refuses_what_is_not_a_model(db, tiny_model, tmp_path):
-    output = _call("register_model", "local", str(tiny_model), "--default")
+def test_register_model_reads_the_kind_from_the_folder_and_refuses_what_is_not_a_model(db, tiny_model, tmp_path,
+                                                                                          settings):
+    # A folder outside MODELS_DIR is a path of this machine only: refused unless uploaded.
+    with pytest.raises(CommandError, match="is outside MODELS_DIR .* --upload"):
+        _call("register_model", "local", str(tiny_model))
+    output = _call("register_model", "local", str(tiny_model), "--default", "--upload")
     model = BaseModel.objects.get(name="local")
-    assert (model.kind, model.source_type, model.is_default) == ("sd15", "folder", True)
-    assert "Registered base model local (default)" in output
+    assert (model.kind, model.source_type, model.is_default) == ("sd15", "stored", True)
+    assert "Registered base model local (default)" in output and artifact_exists(f"{model.source}/manifest.json")
+    # Uploading the same files again stores nothing new and keeps the same source.
+    _call("register_model", "local", str(tiny_model), "--upload")
+    assert BaseModel.objects.get(name="local").source == model.source
+    # Under MODELS_DIR: recorded relative to it, the same on every GPU machine.
+    shutil.copytree(tiny_model, Path(settings.MODELS_DIR) / "sd" / "tiny")
+    _call("register_model", "shared", str(Path(settings.MODELS_DIR) / "sd" / "tiny"))
+    assert BaseModel.objects.get(name="shared").source == "sd/tiny"
+    # A relative path this machine does not hold is registered, with a note on what was not checked.
+    output = _call("register_model", "elsewhere", "sd/other", "--source-type", "folder")
+    assert "Not checked here: sd/other is not in this machine's MODELS_DIR" in output
+    BaseModel.objects.filter(name="elsewhere").delete()
     with pytest.raises(CommandError, match="is an sd15 model, not sdxl"):
         _call("register_model", "wrong", str(tiny_model), "--kind", "sdxl")
     with pytest.raises(CommandError, match="is not a .safetensors or .ckpt checkpoint"):
@@ -59,18 +78,17 @@ def test_register_model_reads_the_kind_from_the_folder_and_refuses_what_is_not_a
         _call("register_model", "notes", str(tmp_path / "notes.txt"))
     with pytest.raises(CommandError, match="not a hub id"):
         _call("register_model", "missing", str(tmp_path / "nowhere" / "model"), "--source-type", "hub")
-    assert list(BaseModel.objects.values_list("name", flat=True)) == ["local"]
+    assert sorted(BaseModel.objects.values_list("name", flat=True)) == ["local", "shared"]
 
 
 @pytest.mark.django_db(transaction=True)
 def test_train_lora_exits_non_zero_when_the_input_is_bad_or_the_run_fails(run_album, tmp_path):
     with pytest.raises(CommandError, match="No album named 'Nope'"):
         _call("train_lora", "--album", "Nope", "--inline")
-    BaseModel.objects.create(name="gone", source=str(tmp_path / "gone"), kind="sd15", source_type="folder",
-                             is_default=True)
+    BaseModel.objects.create(name="gone", source="base/gone", kind="sd15", source_type="folder", is_default=True)
     with pytest.raises(CommandError, match="Steps must be at least 1."):
         _call("train_lora", "--album", "Shapes", "--steps", "0", "--inline")
     assert TrainingRun.objects.count() == 0
-    with pytest.raises(CommandError, match=r"failed: Base model gone: .* does not exist"):
+    with pytest.raises(CommandError, match=r"failed: Base model gone: base/gone is not in this machine's MODELS_DIR"):
         _call("train_lora", "--album", "Shapes", "--steps", "2", "--resolution", "32", "--inline")
     assert TrainingRun.objects.get().status == JobStatus.FAILED

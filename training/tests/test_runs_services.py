@@ -12,11 +12,14 @@ from django.core.management import call_command
 from django.utils import timezone
 
 from gallery import services as gallery_services
+from imagineer.artifacts import artifact_list, artifact_save
 from imagineer.jobs import QueueUnavailable, get_queue
 from imagineer.models import JobStatus, MaintenanceRun
 from labeling.services import caption_set
+from training.basemodels import BaseModelInvalid, base_model_register
 from training.models import BaseModel, LoraModel, TrainingRun
 from training.runs import services
+from training.runs.artifacts import stored_checkpoints
 from training.runs.params import RunInputError
 
 from .runs_fixtures import picture
@@ -81,7 +84,8 @@ def test_it_names_every_bad_field_and_writes_nothing(user, run_album, unloaded_m
         _create(user, [shapes], steps=0, learning_rate="fast", resolution=100, rank=10_000, mixed_precision="fp8",
                 sample_every=5)
     errors = caught.value.errors
-    assert set(errors) == {"steps", "learning_rate", "resolution", "rank", "mixed_precision", "sample_prompt"}
+    # (Samples without a prompt are no error: they take a caption of the dataset.)
+    assert set(errors) == {"steps", "learning_rate", "resolution", "rank", "mixed_precision"}
     assert "multiple of 8" in errors["resolution"][0]
     assert TrainingRun.objects.count() == 0
 
@@ -148,33 +152,42 @@ def test_lora_names_are_unique_slugs_of_the_run_name(user, run_album, unloaded_m
     second = _create(user, [shapes], name="my style")
     assert services.lora_name_for(second) == "my-style-2"
     # Registering the same run again updates its entry instead of adding one.
-    services.lora_register(run=first, diffusers_file=Path("/y/a.safetensors"), kohya_file=Path("/y/b.safetensors"))
-    assert LoraModel.objects.get().diffusers_file == "/y/a.safetensors"
+    services.lora_register(run=first, diffusers_file=f"runs/{first.pk}/lora/a.safetensors",
+                           kohya_file=f"runs/{first.pk}/lora/b.safetensors", diffusers_sha256="ab" * 32)
+    lora = LoraModel.objects.get()
+    assert (lora.diffusers_file, lora.diffusers_sha256) == (f"runs/{first.pk}/lora/a.safetensors", "ab" * 32)
 
 
-def test_base_models_are_checked_before_they_are_registered(db, tmp_path):
-    folder = tmp_path / "model"
+def test_base_models_are_checked_before_they_are_registered(db, settings):
+    folder = Path(settings.MODELS_DIR) / "model"
     folder.mkdir()
-    with pytest.raises(services.BaseModelInvalid, match="no model_index.json"):
-        services.base_model_register(name="m", source=str(folder))
+    with pytest.raises(BaseModelInvalid, match="no model_index.json"):
+        base_model_register(name="m", source=str(folder))
     (folder / "model_index.json").write_text('{"_class_name": "StableDiffusionXLPipeline"}')
-    with pytest.raises(services.BaseModelInvalid, match="is an sdxl model, not sd15"):
-        services.base_model_register(name="m", source=str(folder), kind="sd15")
-    model = services.base_model_register(name="m", source=str(folder), make_default=True)
-    assert model.kind == "sdxl" and model.source_type == "folder" and model.is_default
-    other = services.base_model_register(name="hubby", source="owner/model", kind="sd15", make_default=True)
+    with pytest.raises(BaseModelInvalid, match="is an sdxl model, not sd15"):
+        base_model_register(name="m", source=str(folder), kind="sd15")
+    model = base_model_register(name="m", source=str(folder), make_default=True)
+    assert model.kind == "sdxl" and model.source_type == "folder" and model.is_default and model.source == "model"
+    other = base_model_register(name="hubby", source="owner/model", kind="sd15", make_default=True)
     assert other.source_type == "hub"
     assert list(BaseModel.objects.filter(is_default=True)) == [other]
-    with pytest.raises(services.BaseModelInvalid, match="letters, digits"):
-        services.base_model_register(name="bad name", source="owner/model")
+    with pytest.raises(BaseModelInvalid, match="letters, digits"):
+        base_model_register(name="bad name", source="owner/model")
+    # No row names a path of one machine: absolute paths and climbs out of MODELS_DIR are refused.
+    with pytest.raises(BaseModelInvalid, match="not a path relative to MODELS_DIR"):
+        base_model_register(name="abs", source="/srv/models/x", source_type="folder")
+    with pytest.raises(BaseModelInvalid, match="not a path relative to MODELS_DIR"):
+        base_model_register(name="up", source="../x", source_type="folder")
+    with pytest.raises(BaseModelInvalid, match="Nothing is stored under"):
+        base_model_register(name="st", source="base-models/none/0123", source_type="stored")
 
 
-def _checkpoints(run_dir: Path, steps):
+def _checkpoints(run, steps):
+    """Complete checkpoints in the artifacts storage, as a worker uploads them."""
     for step in steps:
-        folder = run_dir / "checkpoints" / f"step-{step:06d}"
-        folder.mkdir(parents=True)
-        (folder / "state.json").write_text("{}")
-        (folder / "pytorch_lora_weights.safetensors").write_bytes(b"x" * 100)
+        prefix = f"runs/{run.pk}/checkpoints/step-{step:06d}"
+        artifact_save(f"{prefix}/pytorch_lora_weights.safetensors", b"x" * 100)
+        artifact_save(f"{prefix}/state.json", b"{}")
 
 
 def _age(path: Path, seconds: float) -> None:
@@ -185,6 +198,8 @@ def _age(path: Path, seconds: float) -> None:
 def test_cleanup_keeps_the_last_checkpoints_and_removes_expired_and_orphan_files(
     user, run_album, unloaded_model, settings
 ):
+    from django.core.files.storage import storages
+
     settings.TRAIN_KEEP_CHECKPOINTS = 2
     settings.TRAIN_FAILED_RETENTION_DAYS = 7
     shapes, _ = run_album
@@ -196,11 +211,14 @@ def test_cleanup_keeps_the_last_checkpoints_and_removes_expired_and_orphan_files
                                                         finished_at=timezone.now() - timedelta(days=1))
     TrainingRun.objects.filter(pk=running.pk).update(status=JobStatus.RUNNING)
     for run in (done, old_failed, new_failed, running):
-        _checkpoints(run.run_dir, [1, 2, 3, 4])
-    (done.run_dir / "checkpoints" / ".tmp-step-000005-x").mkdir()
-    orphan = Path(settings.MODELS_DIR) / "runs" / "999999"
-    orphan.mkdir()
-    _age(orphan, 3600)
+        _checkpoints(run, [1, 2, 3, 4])
+    artifact_save("runs/999999/train.log", b"a run that no longer exists")  # an orphan in storage
+    _age(Path(storages["artifacts"].path("runs/999999/train.log")), 3600)
+    # This machine's scratch folders: a dead worker's (gone) and a running job's (kept).
+    for run in (done, running):
+        run.run_dir.mkdir(parents=True)
+        (run.run_dir / "train.log").write_text("local")
+        _age(run.run_dir, 3600)
     datasets = Path(settings.WORK_DIR) / "training"
     datasets.mkdir()
     for name in (f"run-{running.pk}-dataset", f"run-{done.pk}-dataset", "stray"):
@@ -210,16 +228,16 @@ def test_cleanup_keeps_the_last_checkpoints_and_removes_expired_and_orphan_files
 
     call_command("cleanup_training", stdout=open(os.devnull, "w"))
 
-    names = lambda run: sorted(p.name for p in (run.run_dir / "checkpoints").iterdir())  # noqa: E731
-    assert names(done) == ["step-000003", "step-000004"]
-    assert names(new_failed) == ["step-000003", "step-000004"]
-    assert names(running) == ["step-000001", "step-000002", "step-000003", "step-000004"]  # its trainer prunes
-    assert not old_failed.run_dir.exists() and not orphan.exists()
+    assert stored_checkpoints(done) == [3, 4]
+    assert stored_checkpoints(new_failed) == [3, 4]
+    assert stored_checkpoints(running) == [1, 2, 3, 4]  # its trainer prunes
+    assert artifact_list(f"runs/{old_failed.pk}") == [] and artifact_list("runs/999999") == []
+    assert not done.run_dir.exists() and running.run_dir.exists()
     assert sorted(p.name for p in datasets.iterdir()) == [f"run-{running.pk}-dataset"]
     record = MaintenanceRun.objects.get(name="cleanup_training")
     assert record.outcome == "succeeded"
     assert record.counts["checkpoints_removed"] == 4 and record.counts["failed_runs_cleaned"] == 1
-    assert record.counts["orphan_run_dirs"] == 1 and record.counts["temp_datasets_removed"] == 2
+    assert record.counts["orphan_run_dirs"] == 2 and record.counts["temp_datasets_removed"] == 2
 
 
 def test_the_snapshot_takes_only_album_images_the_user_may_see(user, other_user, other_client, make_run_album,
@@ -236,23 +254,28 @@ def test_the_snapshot_takes_only_album_images_the_user_may_see(user, other_user,
     assert "Borrowed (1 image)" in other_client.get("/training/runs/new/").content.decode()
 
 
-def test_registering_a_model_reads_its_native_size_from_its_config(db, tiny_model, tmp_path):
+def test_registering_a_model_reads_its_native_size_from_its_config(db, tiny_model, settings):
+    import shutil
+
+    from training.basemodels import base_model_register
+
     # The tiny model's UNet works on 32×32 latents and its VAE halves once: 64 px.
-    tiny = services.base_model_register(name="tiny", source=str(tiny_model))
+    shutil.copytree(tiny_model, Path(settings.MODELS_DIR) / "tiny")
+    tiny = base_model_register(name="tiny", source="tiny")
     assert tiny.native_resolution == 64 and tiny.native_size == 64
     # A real SD1.5 layout: 64×64 latents, four VAE blocks (scale 8).
-    folder = tmp_path / "sd15"
+    folder = Path(settings.MODELS_DIR) / "sd15"
     (folder / "unet").mkdir(parents=True)
     (folder / "vae").mkdir()
     (folder / "model_index.json").write_text('{"_class_name": "StableDiffusionPipeline"}')
     (folder / "unet" / "config.json").write_text('{"sample_size": 64}')
     (folder / "vae" / "config.json").write_text('{"block_out_channels": [128, 256, 512, 512]}')
-    assert services.base_model_register(name="sd15", source=str(folder)).native_size == 512
+    assert base_model_register(name="sd15", source="sd15").native_size == 512
     # A config that does not say (or says nonsense) leaves the kind's usual size.
     (folder / "unet" / "config.json").write_text('{"sample_size": "big"}')
-    model = services.base_model_register(name="sd15", source=str(folder))
+    model = base_model_register(name="sd15", source="sd15")
     assert model.native_resolution is None and model.native_size == 512
-    assert services.base_model_register(name="xl", source="owner/model", kind="sdxl").native_size == 1024
+    assert base_model_register(name="xl", source="owner/model", kind="sdxl").native_size == 1024
 
 
 def test_a_run_trains_at_the_models_native_size_and_samples_a_caption_unless_told_otherwise(user, run_album):

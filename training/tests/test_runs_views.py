@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from django.test import Client
 
+from imagineer.artifacts import artifact_delete, artifact_save
 from imagineer.jobs import get_queue
 from imagineer.models import JobStatus
 from training.models import LoraModel, TrainingRun
@@ -22,12 +23,10 @@ def _run(owner, albums, **params):
 
 
 def _lora(run, tmp_path, *, public=False, name="style"):
-    """A LoRA registered with files in the run's own folder, where the run's job writes them."""
-    run.run_dir.mkdir(parents=True, exist_ok=True)
-    diffusers_file, kohya_file = run.run_dir / f"{name}-d.safetensors", run.run_dir / f"{name}-k.safetensors"
-    diffusers_file.write_bytes(b"diffusers weights")
-    kohya_file.write_bytes(b"kohya weights")
-    lora = services.lora_register(run=run, diffusers_file=diffusers_file, kohya_file=kohya_file, name=name)
+    """A LoRA registered with files in the artifacts storage under the run's keys, where the run's job puts them."""
+    diffusers_key = artifact_save(f"runs/{run.pk}/lora/{name}-d.safetensors", b"diffusers weights")
+    kohya_key = artifact_save(f"runs/{run.pk}/lora/{name}-k.safetensors", b"kohya weights")
+    lora = services.lora_register(run=run, diffusers_file=diffusers_key, kohya_file=kohya_key, name=name)
     LoraModel.objects.filter(pk=lora.pk).update(is_public=public)
     lora.refresh_from_db()
     return lora
@@ -171,7 +170,7 @@ def test_a_lora_whose_file_is_gone_is_a_404_download_not_an_error(user, user_cli
                                                                    tmp_path):
     shapes, _ = run_album
     lora = _lora(_run(user, [shapes]), tmp_path)
-    Path(lora.kohya_file).unlink()
+    artifact_delete(lora.kohya_file)
     assert user_client.get(f"/training/loras/{lora.pk}/download/kohya/").status_code == 404
     assert user_client.get(f"/training/loras/{lora.pk}/download/other/").status_code == 404
     assert user_client.get(f"/training/runs/{lora.training_run_id}/download/kohya/").status_code == 404
@@ -196,7 +195,7 @@ def test_the_dataset_download_is_the_frozen_snapshot(user, user_client, run_albu
 
 
 def test_the_admin_lists_and_opens_base_models_runs_and_loras(staff_client, user, run_album, unloaded_model,
-                                                              tmp_path):
+                                                              tmp_path, settings):
     shapes, _ = run_album
     run = _run(user, [shapes])
     lora = _lora(run, tmp_path)
@@ -204,20 +203,26 @@ def test_the_admin_lists_and_opens_base_models_runs_and_loras(staff_client, user
         assert staff_client.get(f"/admin/training/{model}/").status_code == 200, model
         assert staff_client.get(f"/admin/training/{model}/{pk}/change/").status_code == 200, model
     # The default moves to the model saved last instead of failing on the one-default constraint.
-    folder = tmp_path / "second"
+    folder = Path(settings.MODELS_DIR) / "second"
     folder.mkdir()
     (folder / "model_index.json").write_text('{"_class_name": "StableDiffusionPipeline"}')
     response = staff_client.post("/admin/training/basemodel/add/", {
-        "name": "second", "kind": "sd15", "source": str(folder), "source_type": "folder", "description": "",
+        "name": "second", "kind": "sd15", "source": "second", "source_type": "folder", "description": "",
         "is_default": "on"})
     assert response.status_code == 302
     assert list(type(unloaded_model).objects.filter(is_default=True).values_list("name", flat=True)) == ["second"]
-    bad = staff_client.post("/admin/training/basemodel/add/", {
-        "name": "third", "kind": "sd15", "source": str(tmp_path / "nowhere"), "source_type": "folder"})
-    assert bad.status_code == 200 and "is not a folder" in bad.content.decode()
+    # The web machine checks what it can: a path it does not hold is saved with a warning, not refused.
+    response = staff_client.post("/admin/training/basemodel/add/", {
+        "name": "gpu-only", "kind": "sd15", "source": "on-gpu-machines/model", "source_type": "folder"}, follow=True)
+    assert "is not in this machine&#x27;s MODELS_DIR" in response.content.decode()
+    for source, message in ((str(tmp_path / "nowhere"), "not a path relative to MODELS_DIR"),
+                            ("second/model_index.json", "is not a folder")):
+        bad = staff_client.post("/admin/training/basemodel/add/", {
+            "name": "third", "kind": "sd15", "source": source, "source_type": "folder"})
+        assert bad.status_code == 200 and message in bad.content.decode()
 
 
-# LoRA files are served only from the run's own folder; the admin never edits them.
+# LoRA files are served only under the run's own keys; the admin never edits them.
 
 def test_the_lora_admin_has_no_editable_file_paths_and_no_add(staff_client, user, run_album, unloaded_model,
                                                                tmp_path):
@@ -230,29 +235,25 @@ def test_the_lora_admin_has_no_editable_file_paths_and_no_add(staff_client, user
     assert staff_client.get("/admin/training/loramodel/add/").status_code == 403
 
 
-def test_a_lora_file_outside_its_runs_folder_is_never_served(user, user_client, run_album, unloaded_model,
-                                                              tmp_path, settings):
+def test_a_lora_file_outside_its_runs_keys_is_never_served(user, user_client, run_album, unloaded_model, tmp_path,
+                                                            settings):
     shapes, _ = run_album
     lora = _lora(_run(user, [shapes]), tmp_path, public=True)
     secret = tmp_path / "db.sqlite3"
     secret.write_bytes(b"SQLite format 3\x00 secrets")
     other_run = _run(user, [shapes])
-    other_run.run_dir.mkdir(parents=True)
-    (other_run.run_dir / "theirs.safetensors").write_bytes(b"another run's weights")
-    link = lora.training_run.run_dir / "link.safetensors"
-    link.symlink_to(secret)
-    for path in (secret, other_run.run_dir / "theirs.safetensors", link,
-                 lora.training_run.run_dir / ".." / str(other_run.pk) / "theirs.safetensors",
-                 Path(settings.MODELS_DIR) / "runs"):
-        LoraModel.objects.filter(pk=lora.pk).update(diffusers_file=str(path), kohya_file=str(path))
+    theirs = artifact_save(f"runs/{other_run.pk}/lora/theirs.safetensors", b"another run's weights")
+    for value in (str(secret), theirs, f"runs/{lora.training_run_id}/../{other_run.pk}/lora/theirs.safetensors",
+                  "base-models/tiny/manifest.json", "../../etc/passwd", "runs"):
+        LoraModel.objects.filter(pk=lora.pk).update(diffusers_file=value, kohya_file=value)
         for client in (user_client, Client()):
             for fmt in ("diffusers", "kohya"):
-                assert client.get(f"/training/loras/{lora.pk}/download/{fmt}/").status_code == 404, path
+                assert client.get(f"/training/loras/{lora.pk}/download/{fmt}/").status_code == 404, value
         for what in ("lora", "kohya"):
             assert user_client.get(f"/training/runs/{lora.training_run_id}/download/{what}/").status_code == 404
         assert "/download/kohya/" not in user_client.get(f"/training/loras/{lora.pk}/").content.decode()
-    # A LoRA with no run has no folder of its own, so nothing of it is served.
-    LoraModel.objects.filter(pk=lora.pk).update(training_run=None, kohya_file=str(other_run.run_dir / "x"))
+    # A LoRA with no run has no keys of its own, so nothing of it is served.
+    LoraModel.objects.filter(pk=lora.pk).update(training_run=None, kohya_file=theirs)
     assert user_client.get(f"/training/loras/{lora.pk}/download/kohya/").status_code == 404
 
 
