@@ -22,9 +22,9 @@ from imagineer.models import JobStatus
 from imagineer.quotas import CostTooHigh, quota_check, training_cost_check
 from labeling.selectors import training_captions
 
-from ..models import BaseModel, LoraModel, ModelKind, TrainingRun, TrainingStage
-from .artifacts import checkpoint_prefix, stored_checkpoints
-from .params import RunInputError, clean_params
+from ...models import BaseModel, LoraModel, ModelKind, TrainingRun, TrainingStage
+from ..artifacts import checkpoint_prefix, stored_checkpoints
+from ..params import RunInputError, clean_params
 
 RUN_NAME_MAX = 100
 DATASET_DIR = "training"  # under WORK_DIR: the temporary dataset folders of running jobs
