@@ -25,6 +25,7 @@ from imagineer.jobs import get_queue, queue_name, reap_stale_jobs
 from imagineer.models import JobStatus
 from training.models import LoraModel
 from training.runs import services
+from training.runs.artifacts import stored_checkpoints
 
 from .runs_fixtures import FAST, dataset_folders, wait_until
 
@@ -66,7 +67,6 @@ def test_a_killed_worker_is_reaped_and_the_run_resumes_at_its_last_checkpoint(
     shapes, _ = run_album
     run = services.run_create(owner=user, album_ids=[shapes.pk], name="Killed",
                               params={**FAST, "steps": 24, "batch_size": 1, "checkpoint_every": 3})
-    first_checkpoint = run.run_dir / "checkpoints" / "step-000003"
     log = (tmp_path / "worker.log").open("w")
     try:
         with shared_database(tmp_path) as database_env:
@@ -78,6 +78,8 @@ def test_a_killed_worker_is_reaped_and_the_run_resumes_at_its_last_checkpoint(
                 "IMAGINEER_MEDIA_ROOT": str(media_root),
                 "IMAGINEER_MODELS_DIR": str(settings.MODELS_DIR),
                 "IMAGINEER_WORK_DIR": str(settings.WORK_DIR),
+                "IMAGINEER_ARTIFACTS_ROOT": str(settings.STORAGES["artifacts"]["OPTIONS"]["location"]),
+                "IMAGINEER_CACHE_DIR": str(tmp_path / "worker-cache"),
                 "IMAGINEER_DEVICE": "cpu",
                 "REDIS_URL": settings.REDIS_URL,
                 "IMAGINEER_REDIS_PREFIX": settings.REDIS_PREFIX,
@@ -88,7 +90,8 @@ def test_a_killed_worker_is_reaped_and_the_run_resumes_at_its_last_checkpoint(
                 cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )
             try:
-                wait_until(lambda: first_checkpoint.is_dir() or worker.poll() is not None, timeout=240, interval=0.02)
+                # Killed once a checkpoint is in storage, where any worker resumes from.
+                wait_until(lambda: stored_checkpoints(run) or worker.poll() is not None, timeout=240, interval=0.02)
                 assert worker.poll() is None, (tmp_path / "worker.log").read_text()
                 os.kill(worker.pid, signal.SIGKILL)
             finally:
@@ -98,7 +101,7 @@ def test_a_killed_worker_is_reaped_and_the_run_resumes_at_its_last_checkpoint(
         run.refresh_from_db()
         saved = services.latest_checkpoint_step(run)
         assert run.status == JobStatus.RUNNING and run.attempts == 1
-        # The row lags the files by up to one progress write; the checkpoint on disk is what a resume uses.
+        # The row lags the files by up to one progress write; the stored checkpoint is what a resume uses.
         assert saved is not None and 3 <= saved < 24 and run.step >= 1
         assert dataset_folders(settings)  # the dead worker could not clean up; the resumed attempt will
 
