@@ -245,10 +245,10 @@ def _setup():
 
 
 def _register(name: str, model_dir: Path):
-    from training.models import BaseModel
+    # Stored once, as on a real installation: the worker reads it from storage through its own cache.
+    from training.basemodels import base_model_register
 
-    BaseModel.objects.filter(name=name).delete()
-    return BaseModel.objects.create(name=name, kind="sd15", source=str(model_dir), source_type="folder")
+    return base_model_register(name=name, source=str(model_dir), kind="sd15", upload=True)
 
 
 def _measure(owner, worker, bare, *, n: int, steps: int, side: int, count: int = 1, seed0: int = 0):
