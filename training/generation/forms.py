@@ -11,7 +11,7 @@ from imagineer.quotas import CostTooHigh, generation_cost_check
 from ..ml.generate import GUIDANCE_RANGE, MAX_PROMPT_CHARS, MAX_SEED
 from ..models import BaseModel
 from . import selectors
-from .services import DEFAULT_GUIDANCE, DEFAULT_SCHEDULER, DEFAULT_SIDE, DEFAULT_STEPS, LoraChoice, scheduler_choices
+from .services import DEFAULT_GUIDANCE, DEFAULT_SCHEDULER, DEFAULT_STEPS, LoraChoice, scheduler_choices
 
 # The slider covers the useful range; the API and the command accept the service's wider one.
 SLIDER_MIN, SLIDER_MAX, SLIDER_STEP = -1.0, 2.0, 0.05
@@ -90,7 +90,7 @@ class GenerateForm(forms.Form):
         base, steps, count = cleaned.get("base_model"), cleaned.get("steps"), cleaned.get("count")
         if base is None or steps is None or count is None:
             return
-        side = DEFAULT_SIDE.get(base.kind, 512)
+        side = base.native_size
         width, height = cleaned.get("width") or side, cleaned.get("height") or side
         in_range = (1 <= steps <= settings.GENERATE_MAX_STEPS and 1 <= count <= settings.GENERATE_MAX_COUNT
                     and all(8 <= v <= settings.GENERATE_MAX_SIDE for v in (width, height)))

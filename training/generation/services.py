@@ -26,13 +26,12 @@ from imagineer.quotas import CostTooHigh, QuotaExceeded, generation_cost_check, 
 from ..basemodels import BaseModelUnavailable, local_source
 from ..ml.errors import GenerationCancelled, MLError
 from ..ml.generate import MAX_SEED, SCHEDULERS, validate_generation_params
-from ..models import BaseModel, GenerationJob, GenerationLora, GenerationOutput, LoraModel, ModelKind
+from ..models import BaseModel, GenerationJob, GenerationLora, GenerationOutput, LoraModel
 from . import selectors
 
 DEFAULT_SCHEDULER = "euler_a"
 DEFAULT_STEPS = 25
 DEFAULT_GUIDANCE = 7.0
-DEFAULT_SIDE = {ModelKind.SD15: 512, ModelKind.SDXL: 1024}
 MAX_LORAS = 8
 LORA_WEIGHT_RANGE = (-4.0, 4.0)
 
@@ -145,8 +144,9 @@ def generation_create(
     scheduler = scheduler or DEFAULT_SCHEDULER
     steps = DEFAULT_STEPS if steps is None else steps
     guidance_scale = DEFAULT_GUIDANCE if guidance_scale is None else guidance_scale
-    width = width or DEFAULT_SIDE.get(base.kind, 512)
-    height = height or DEFAULT_SIDE.get(base.kind, 512)
+    # Empty: the model's native size (64 px for the tiny model, 512 for SD1.5, 1024 for SDXL).
+    width = width or base.native_size
+    height = height or base.native_size
     count = 1 if count is None else count
     seed_was_random = seed is None
     seed = random_seed(count) if seed is None else seed

@@ -78,7 +78,8 @@ def test_it_queues_with_defaults_a_recorded_random_seed_and_registry_weights(
     job.refresh_from_db()
     assert job.status == JobStatus.QUEUED and job.rq_job_id and job.owner == user
     assert job.prompt == "a red square" and job.base_model.name == "tiny"
-    assert (job.width, job.height, job.steps, job.scheduler, job.count) == (512, 512, 25, "euler_a", 1)
+    # The base model's own size (the tiny model's is 64 px; 512 would take it minutes on a CPU).
+    assert (job.width, job.height, job.steps, job.scheduler, job.count) == (64, 64, 25, "euler_a", 1)
     assert 0 <= job.seed <= MAX_SEED and job.counters["seed_was_random"] is True
     assert [(e.lora.name, e.weight, e.position) for e in selectors.lora_entries(job)] == [
         ("style", 1.0, 0), ("early", 0.3, 1)]
