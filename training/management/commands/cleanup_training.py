@@ -4,9 +4,10 @@ from training.runs.services import training_cleanup
 
 class Command(MaintenanceCommand):
     help = (
-        "Free disk space from training: keep the last IMAGINEER_KEEP_CHECKPOINTS checkpoints of each run that is "
-        "not running, delete the files of failed runs older than IMAGINEER_FAILED_RUN_RETENTION_DAYS, and remove "
-        "run folders with no run and temporary datasets a stopped worker left behind."
+        "Free space from training: in the artifacts storage keep the last IMAGINEER_KEEP_CHECKPOINTS checkpoints of "
+        "each run that is not running, delete the files of failed runs older than "
+        "IMAGINEER_FAILED_RUN_RETENTION_DAYS and stored run folders with no run; on this machine remove the scratch "
+        "folders and temporary datasets a stopped worker left behind (run it on each worker machine too)."
     )
 
     def add_arguments(self, parser):
