@@ -46,15 +46,15 @@ def test_train_lora_builds_the_tiny_model_when_none_exists_and_ends_with_the_lor
     stamp = (tiny / "model_index.json").stat().st_mtime_ns
     assert "already" in _call("build_tiny_model", if_missing=True)
     assert (tiny / "model_index.json").stat().st_mtime_ns == stamp
+    _call("register_model", "real", str(tiny), "--default")
+    _call("build_tiny_model", if_missing=True)
+    assert list(BaseModel.objects.filter(is_default=True).values_list("name", flat=True)) == ["real"]
     # Another machine (its own empty MODELS_DIR, the same storage) builds the same model: the row stays as it
     # was, so every other machine keeps working.
     settings.MODELS_DIR = Path(settings.MODELS_DIR).parent / "another-machine-models"
     assert "Building the tiny model" in _call("build_tiny_model", if_missing=True)
     again = BaseModel.objects.get(name="tiny")
     assert (again.source, again.digest, again.source_type) == (model.source, model.digest, "stored")
-    _call("register_model", "real", str(tiny), "--default")
-    _call("build_tiny_model", if_missing=True)
-    assert list(BaseModel.objects.filter(is_default=True).values_list("name", flat=True)) == ["real"]
 
 
 def test_register_model_reads_the_kind_from_the_folder_and_refuses_what_is_not_a_model(db, tiny_model, tmp_path,
