@@ -124,7 +124,7 @@ def tiny_pipe(tiny_model):
 
 
 @pytest.fixture
-def base_model(db, tiny_model, training_dirs):
+def base_model(db, tiny_model, training_dirs):  # noqa: F811 - the fixture, imported below
     """The tiny model stored once in the test's artifacts storage, as build_tiny_model does."""
     from training.basemodels import base_model_register
 
