@@ -27,6 +27,7 @@ from imagineer.artifacts import (
     artifact_save,
     artifact_upload_tree,
     cached_artifact_tree,
+    file_sha256,
 )
 
 from .models import BaseModel, ModelKind, SourceType
@@ -75,12 +76,8 @@ def manifest(path: Path) -> tuple[bytes, str]:
     root = path if path.is_dir() else path.parent
     entries = []
     for file in files:
-        digest = hashlib.sha256()
-        with file.open("rb") as fh:
-            for block in iter(lambda: fh.read(1024 * 1024), b""):
-                digest.update(block)
         entries.append({"path": file.relative_to(root).as_posix(), "size": file.stat().st_size,
-                        "sha256": digest.hexdigest()})
+                        "sha256": file_sha256(file)})
     data = json.dumps({"layout": "folder" if path.is_dir() else "single_file", "files": entries},
                       sort_keys=True, indent=1).encode()
     return data, hashlib.sha256(data).hexdigest()

@@ -25,7 +25,7 @@ from imagineer.artifacts import (
 LOG_NAME = "train.log"
 CHECKPOINTS = "checkpoints"
 STATE_FILE = "state.json"  # the same name training.ml.checkpoints writes last
-_STEP = re.compile(r"/checkpoints/step-(\d+)/state\.json$")
+_STEP_KEY = re.compile(r"/checkpoints/step-(\d+)/(.+)$")
 
 
 def log_key(run) -> str:
@@ -51,14 +51,22 @@ def checkpoint_prefix(run, step: int) -> str:
     return f"{run.artifact_prefix}/{CHECKPOINTS}/step-{step:06d}"
 
 
+def _checkpoint_steps(run) -> tuple[list[int], set[int]]:
+    """(complete steps oldest first, every step with any key) from one listing of the run's checkpoints."""
+    complete, seen = set(), set()
+    for key in artifact_list(f"{run.artifact_prefix}/{CHECKPOINTS}"):
+        match = _STEP_KEY.search(key)
+        if match:
+            step = int(match.group(1))
+            seen.add(step)
+            if match.group(2) == STATE_FILE:
+                complete.add(step)
+    return sorted(complete), seen
+
+
 def stored_checkpoints(run) -> list[int]:
     """Steps of the complete checkpoints in storage (those whose state.json arrived), oldest first."""
-    steps = []
-    for key in artifact_list(f"{run.artifact_prefix}/{CHECKPOINTS}"):
-        match = _STEP.search(key)
-        if match:
-            steps.append(int(match.group(1)))
-    return sorted(steps)
+    return _checkpoint_steps(run)[0]
 
 
 def upload_checkpoint(run, step: int, folder: Path, *, keep: int) -> None:
@@ -68,16 +76,12 @@ def upload_checkpoint(run, step: int, folder: Path, *, keep: int) -> None:
 
 
 def prune_checkpoints(run, *, keep: int) -> int:
-    steps = stored_checkpoints(run)
+    steps, seen = _checkpoint_steps(run)
     doomed = steps[:-keep] if keep > 0 else steps
-    for step in doomed:
-        artifact_delete_prefix(checkpoint_prefix(run, step))
     # Half-uploaded checkpoints (no state.json) older than the newest complete one are debris of a dead worker.
-    newest = steps[-1] if steps else None
-    for key in artifact_list(f"{run.artifact_prefix}/{CHECKPOINTS}"):
-        match = re.search(r"/checkpoints/step-(\d+)/", key)
-        if match and newest is not None and int(match.group(1)) < newest and int(match.group(1)) not in steps:
-            artifact_delete_prefix(checkpoint_prefix(run, int(match.group(1))))
+    debris = [step for step in seen - set(steps) if steps and step < steps[-1]]
+    for step in [*doomed, *debris]:
+        artifact_delete_prefix(checkpoint_prefix(run, step))
     return len(doomed)
 
 

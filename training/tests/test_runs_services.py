@@ -287,3 +287,18 @@ def test_a_run_trains_at_the_models_native_size_and_samples_a_caption_unless_tol
     run = _create(user, [shapes], steps=10, resolution=128, sample_every=5, sample_prompt="a blue square")
     assert run.resolution == 128 and run.sample_prompt == "a blue square"
     assert _create(user, [shapes], steps=10, sample_every=0).sample_prompt == ""
+
+
+def test_pruning_keeps_the_newest_complete_checkpoints_and_drops_half_uploads(user, run_album, unloaded_model):
+    from training.runs.artifacts import prune_checkpoints
+
+    shapes, _ = run_album
+    run = _create(user, [shapes])
+    _checkpoints(run, [2, 4, 6])
+    artifact_save(f"runs/{run.pk}/checkpoints/step-000003/optimizer.pt", b"a dead worker's half upload")
+    artifact_save(f"runs/{run.pk}/checkpoints/step-000008/optimizer.pt", b"being uploaded right now")
+    assert prune_checkpoints(run, keep=2) == 1
+    assert stored_checkpoints(run) == [4, 6]
+    remaining = artifact_list(f"runs/{run.pk}/checkpoints")
+    assert not [k for k in remaining if "step-000003" in k or "step-000002" in k]
+    assert [k for k in remaining if "step-000008" in k]  # newer than the newest complete one: still arriving
