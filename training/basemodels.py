@@ -34,7 +34,6 @@ from .models import BaseModel, ModelKind, SourceType
 
 STORE_PREFIX = "base-models"
 MANIFEST = "manifest.json"
-_MODEL_CLASSES = {"StableDiffusionPipeline": ModelKind.SD15, "StableDiffusionXLPipeline": ModelKind.SDXL}
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _NAME = re.compile(r"[-a-zA-Z0-9_]{1,100}")
 
@@ -69,10 +68,21 @@ def in_models_dir(relative: str) -> Path:
     return models_dir() / relative
 
 
+def config_sidecar(path: Path) -> Path | None:
+    """The ``<stem>.config`` folder beside a single checkpoint: its own component configs (a diffusers folder
+    without weights), for checkpoints whose architecture differs from its family's published configs."""
+    sidecar = Path(path).with_name(Path(path).stem + ".config")
+    return sidecar if Path(path).is_file() and sidecar.is_dir() else None
+
+
 def manifest(path: Path) -> tuple[bytes, str]:
-    """(manifest.json bytes, its sha256) for a folder or one file: every file's relative path, size, sha256."""
+    """(manifest.json bytes, its sha256) for a folder or one file (with its config sidecar, if any): every
+    file's relative path, size and sha256. The checkpoint itself is the first entry of a single file."""
     path = Path(path)
+    sidecar = config_sidecar(path)
     files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    if sidecar is not None:
+        files += sorted(p for p in sidecar.rglob("*") if p.is_file())
     root = path if path.is_dir() else path.parent
     entries = []
     for file in files:
@@ -99,6 +109,9 @@ def base_model_upload(*, name: str, path: Path) -> tuple[str, str]:
     else:
         with tempfile.TemporaryDirectory() as tmp:
             (Path(tmp) / path.name).symlink_to(path.resolve())
+            sidecar = config_sidecar(path)
+            if sidecar is not None:  # the checkpoint's own component configs travel with it
+                (Path(tmp) / sidecar.name).symlink_to(sidecar.resolve(), target_is_directory=True)
             artifact_upload_tree(Path(tmp), prefix)
     # The manifest goes last: a prefix with a manifest is complete.
     artifact_save(f"{prefix}/{MANIFEST}", data)
@@ -151,14 +164,18 @@ def local_source(model) -> Iterator[tuple[str, str]]:
 
 
 def detect_kind(source: str, source_type: str) -> str | None:
-    """The model kind a diffusers folder declares in model_index.json (cheap: no weights are read)."""
-    if source_type != SourceType.FOLDER:
-        return None
+    """The family key of a local diffusers folder or single checkpoint (cheap: configs and headers, no weights);
+    None when it cannot be read or is no supported family (check_local_files says why)."""
+    from training.ml.families import UnsupportedModel, detect_folder, detect_single_file
+
     try:
-        found = json.loads((Path(source) / "model_index.json").read_text()).get("_class_name", "")
-    except (OSError, ValueError):
+        if source_type == SourceType.FOLDER:
+            return detect_folder(Path(source)).key
+        if source_type == SourceType.SINGLE_FILE:
+            return detect_single_file(Path(source)).key
+    except (UnsupportedModel, OSError):
         return None
-    return _MODEL_CLASSES.get(found)
+    return None
 
 
 def detect_native_resolution(source: str, source_type: str) -> int | None:
@@ -168,8 +185,12 @@ def detect_native_resolution(source: str, source_type: str) -> int | None:
     if source_type != SourceType.FOLDER:
         return None
     try:
-        sample_size = json.loads((Path(source) / "unet" / "config.json").read_text()).get("sample_size")
         blocks = json.loads((Path(source) / "vae" / "config.json").read_text()).get("block_out_channels")
+        if (Path(source) / "transformer").is_dir() and not (Path(source) / "unet").is_dir():
+            # Flux-style pipelines have no sample_size: they default to 128 latent pixels per side.
+            sample_size = 128
+        else:
+            sample_size = json.loads((Path(source) / "unet" / "config.json").read_text()).get("sample_size")
     except (OSError, ValueError, AttributeError):
         return None
     if isinstance(sample_size, list) and sample_size:  # (height, width): square models are what we train
@@ -180,25 +201,39 @@ def detect_native_resolution(source: str, source_type: str) -> int | None:
     return size if 16 <= size <= 2048 and size % 8 == 0 else None  # the sizes a run may train at
 
 
-def check_local_files(path: Path, *, kind: str, source_type: str) -> None:
-    """Raise BaseModelInvalid when the local files cannot be the model they are registered as."""
+def check_local_files(path: Path, *, kind: str, source_type: str) -> str:
+    """The family key of local files; BaseModelInvalid when they cannot be the model they are registered as
+    (another family, a family Imagineer does not support, or a single file it cannot load offline)."""
+    from training.ml.families import UnsupportedModel, detect_folder, detect_single_file, get_family
+
     if kind not in ModelKind.values:
         raise BaseModelInvalid(f"The kind must be one of {', '.join(ModelKind.values)}.")
-    if source_type == SourceType.FOLDER:
-        if not path.is_dir():
-            raise BaseModelInvalid(f"{path} is not a folder.")
-        if not (path / "model_index.json").is_file():
-            raise BaseModelInvalid(f"{path} is not a diffusers model folder (it has no model_index.json).")
-        found = detect_kind(str(path), source_type)
-        if found is None:
-            raise BaseModelInvalid(f"{path} holds neither a Stable Diffusion 1.5 nor an SDXL pipeline.")
-        if found != kind:
-            raise BaseModelInvalid(f"{path} is an {found} model, not {kind}.")
-    elif source_type == SourceType.SINGLE_FILE:
-        if not path.is_file():
-            raise BaseModelInvalid(f"{path} is not a file.")
-        if path.suffix.lower() not in (".safetensors", ".ckpt"):
-            raise BaseModelInvalid(f"{path.name} is not a .safetensors or .ckpt checkpoint.")
+    try:
+        if source_type == SourceType.FOLDER:
+            if not path.is_dir():
+                raise BaseModelInvalid(f"{path} is not a folder.")
+            if not (path / "model_index.json").is_file():
+                raise BaseModelInvalid(f"{path} is not a diffusers model folder (it has no model_index.json).")
+            family = detect_folder(path)
+        elif source_type == SourceType.SINGLE_FILE:
+            if not path.is_file():
+                raise BaseModelInvalid(f"{path} is not a file.")
+            if path.suffix.lower() == ".ckpt":
+                raise BaseModelInvalid(f"{path.name} is a .ckpt: a pickle, which can run code when it is loaded. "
+                                       "Convert it to .safetensors first.")
+            if path.suffix.lower() != ".safetensors":
+                raise BaseModelInvalid(f"{path.name} is not a .safetensors checkpoint.")
+            family = detect_single_file(path)
+            if not family.single_file_config and config_sidecar(path) is None:
+                raise BaseModelInvalid(f"{path.name} is a {family.label} checkpoint. {family.notes}")
+        else:
+            return kind
+    except UnsupportedModel as exc:
+        raise BaseModelInvalid(str(exc)) from exc
+    if family.key != kind:
+        raise BaseModelInvalid(f"{path.name} is a {family.label} model ({family.key}), not {get_family(kind).label} "
+                               f"({kind}).")
+    return family.key
 
 
 def check_base_model_source(*, source: str, kind: str, source_type: str) -> list[str]:
@@ -255,6 +290,7 @@ def base_model_register(*, name: str, source: str, kind: str | None = None, sour
     if source_type != SourceType.STORED and local.exists():
         local_type = source_type if source_type in (SourceType.FOLDER, SourceType.SINGLE_FILE) else (
             detect_source_type(str(local)))
+        # The files say which family they are; when they are none we support, the check explains why.
         kind = kind or detect_kind(str(local), local_type) or ModelKind.SD15
         check_local_files(local, kind=kind, source_type=local_type)
         native = detect_native_resolution(str(local), local_type)

@@ -15,8 +15,12 @@ from imagineer.models import Job, JobStatus
 
 
 class ModelKind(models.TextChoices):
+    """The model families of training/ml/families (a test keeps the two lists the same)."""
+
     SD15 = "sd15", "Stable Diffusion 1.5"
+    SD2 = "sd2", "Stable Diffusion 2.x"
     SDXL = "sdxl", "Stable Diffusion XL"
+    FLUX = "flux", "Flux.1"
 
 
 class SourceType(models.TextChoices):
@@ -27,7 +31,7 @@ class SourceType(models.TextChoices):
 
 
 # The size each family was trained at; a model's own config may say otherwise (see native_resolution).
-KIND_RESOLUTIONS = {ModelKind.SD15: 512, ModelKind.SDXL: 1024}
+KIND_RESOLUTIONS = {ModelKind.SD15: 512, ModelKind.SD2: 768, ModelKind.SDXL: 1024, ModelKind.FLUX: 1024}
 
 
 class BaseModel(models.Model):
@@ -44,7 +48,8 @@ class BaseModel(models.Model):
     native_resolution = models.PositiveIntegerField(
         null=True, blank=True,
         help_text="The size in pixels the model was trained at, read from a diffusers folder's config when it is "
-                  "registered. Empty: the kind's usual size (512 for SD1.5, 1024 for SDXL).")
+                  "registered. Empty: the family's usual size (512 for SD1.5, 768 for SD2.x, 1024 for "
+                  "SDXL and Flux.1).")
     description = models.TextField(blank=True)
     is_default = models.BooleanField(default=False, help_text="Used when a run or generation names no model.")
     created_at = models.DateTimeField(default=timezone.now)

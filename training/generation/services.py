@@ -25,7 +25,13 @@ from imagineer.quotas import CostTooHigh, QuotaExceeded, generation_cost_check, 
 
 from ..basemodels import BaseModelUnavailable, local_source
 from ..ml.errors import GenerationCancelled, MLError
-from ..ml.generate import MAX_SEED, SCHEDULERS, validate_generation_params
+from ..ml.generate import (
+    MAX_SEED,
+    SCHEDULERS,
+    default_scheduler_for,
+    scheduler_fits,
+    validate_generation_params,
+)
 from ..models import BaseModel, GenerationJob, GenerationLora, GenerationOutput, LoraModel
 from . import selectors
 
@@ -141,7 +147,11 @@ def generation_create(
         raise GenerationInputError("Log in to generate images.")
     base = _resolve_base_model(base_model)
     chosen = _resolve_loras(user, base, list(loras))
-    scheduler = scheduler or DEFAULT_SCHEDULER
+    if not scheduler or (scheduler == DEFAULT_SCHEDULER and not scheduler_fits(base.kind, scheduler)):
+        scheduler = default_scheduler_for(base.kind)  # the form's default sampler is the SD one
+    if not scheduler_fits(base.kind, scheduler):
+        raise GenerationInputError(f"The sampler {scheduler!r} does not fit {base.name} ({base.get_kind_display()}): "
+                                   f"choose {default_scheduler_for(base.kind)}.")
     steps = DEFAULT_STEPS if steps is None else steps
     guidance_scale = DEFAULT_GUIDANCE if guidance_scale is None else guidance_scale
     # Empty: the model's native size (64 px for the tiny model, 512 for SD1.5, 1024 for SDXL).
@@ -249,6 +259,22 @@ def _cached_hash(path: Path, func) -> str:
     return _HASHES[key]
 
 
+# A1111 hash of each LoRA's kohya file, by the file's sha256: computed once per worker process.
+_KOHYA_HASHES: dict[str, str] = {}
+
+
+def _a1111_lora_hash(files: contextlib.ExitStack, lora, diffusers_path: Path, func) -> str:
+    """The hash A1111 and Civitai users look a LoRA up by: that of the kohya file they download, not of the
+    diffusers file the worker loads (a different file, so a different hash)."""
+    if not lora.kohya_file:
+        return _cached_hash(diffusers_path, func)
+    key = lora.kohya_sha256 or lora.kohya_file
+    if key not in _KOHYA_HASHES:
+        path = files.enter_context(cached_artifact(lora.kohya_file, lora.kohya_sha256))
+        _KOHYA_HASHES[key] = _cached_hash(path, func)
+    return _KOHYA_HASHES[key]
+
+
 class _Progress:
     """Throttled progress writes and cancel checks for the denoising loop."""
 
@@ -310,7 +336,7 @@ def generation_run(ctx: JobContext) -> None:
                 lora = entry.lora
                 path = files.enter_context(cached_artifact(lora.diffusers_file, lora.diffusers_sha256))
                 specs.append(LoraSpec(lora.name, str(path), entry.weight))
-                lora_hashes[lora.name] = _cached_hash(path, lora_hash)
+                lora_hashes[lora.name] = _a1111_lora_hash(files, lora, path, lora_hash)
             apply_loras(pipe, specs)
     except (MLError, ValueError, OSError, BaseModelUnavailable) as exc:
         raise JobError(f"Could not load the model: {exc}") from exc

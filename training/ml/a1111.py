@@ -27,6 +27,63 @@ _NEGATIVE = "Negative prompt:"
 MAX_PARAMETERS_CHARS = 32 * 1024
 MAX_LORA_TAGS = 32
 
+# Our scheduler -> (sampler, schedule type) as A1111 >= 1.9 writes them. A schedule of None: the sampler has no
+# schedule choice (A1111's DDIM, PLMS, UniPC and LCM). "Uniform" is A1111's name for the model's own discrete
+# sigmas, which is what a diffusers scheduler without Karras or exponential sigmas samples.
+A1111_SAMPLERS: dict[str, tuple[str, str | None]] = {
+    "euler": ("Euler", "Uniform"),
+    "euler_a": ("Euler a", "Uniform"),
+    "heun": ("Heun", "Uniform"),
+    "lms": ("LMS", "Uniform"),
+    "lms_karras": ("LMS", "Karras"),
+    "dpm2": ("DPM2", "Uniform"),
+    "dpm2_a": ("DPM2 a", "Uniform"),
+    "dpmpp_2m": ("DPM++ 2M", "Uniform"),
+    "dpmpp_2m_karras": ("DPM++ 2M", "Karras"),
+    "dpmpp_2m_exponential": ("DPM++ 2M", "Exponential"),
+    "dpmpp_2m_sde": ("DPM++ 2M SDE", "Uniform"),
+    "dpmpp_2m_sde_karras": ("DPM++ 2M SDE", "Karras"),
+    "dpmpp_2m_sde_exponential": ("DPM++ 2M SDE", "Exponential"),
+    "ddim": ("DDIM", None),
+    "pndm": ("PLMS", None),
+    "unipc": ("UniPC", None),
+    "lcm": ("LCM", None),
+    "flow_euler": ("Euler", "Simple"),  # as Forge writes Flux images
+}
+# The schedule A1111 >= 1.9 uses for "Automatic" (or no "Schedule type" at all): each sampler's own default.
+A1111_AUTOMATIC_SCHEDULE = {
+    "DPM++ 2M": "Karras", "DPM++ SDE": "Karras", "DPM++ 2S a": "Karras", "DPM2": "Karras", "DPM2 a": "Karras",
+    "DPM++ 2M SDE": "Exponential", "DPM++ 2M SDE Heun": "Exponential", "DPM++ 3M SDE": "Exponential",
+}
+_SCHEDULE_SUFFIXES = ("Karras", "Exponential")  # A1111 < 1.9 wrote "DPM++ 2M Karras" as one sampler name
+
+
+def a1111_sampler(scheduler: str) -> tuple[str, str | None]:
+    """(Sampler, Schedule type) for one of our schedulers; an unknown name is written as it is."""
+    return A1111_SAMPLERS.get(scheduler, (scheduler, None))
+
+
+def scheduler_from_a1111(sampler: str, schedule: str | None = None, *, flow: bool = False) -> str | None:
+    """Our scheduler for A1111's Sampler and Schedule type, following A1111's rules: an old combined name
+    ("DPM++ 2M Karras"), "Automatic" or no schedule meaning the sampler's default. None: we have no match.
+    ``flow``: the image is from a flow-matching model (Flux), where Euler means our flow Euler."""
+    sampler = sampler.strip()
+    schedule = (schedule or "").strip()
+    if not schedule:
+        for suffix in _SCHEDULE_SUFFIXES:
+            if sampler.endswith(" " + suffix):
+                sampler, schedule = sampler[: -len(suffix) - 1], suffix
+    if schedule in ("", "Automatic"):
+        schedule = A1111_AUTOMATIC_SCHEDULE.get(sampler, "Uniform")
+    if flow:
+        return "flow_euler" if sampler == "Euler" else None
+    for name, (ours, our_schedule) in A1111_SAMPLERS.items():
+        if ours.lower() != sampler.lower():
+            continue
+        if our_schedule is None or our_schedule.lower() == schedule.lower():
+            return name
+    return None
+
 
 def a1111_parameters(
     prompt: str,
@@ -46,11 +103,11 @@ def a1111_parameters(
 ) -> str:
     """The text A1111 stores in a PNG's "parameters" chunk; LoRAs go into the prompt as <lora:name:weight>.
 
-    `sampler` may be one of our scheduler names (e.g. "dpmpp_2m_karras") or an A1111 label.
+    `sampler` is one of our scheduler names (e.g. "dpmpp_2m_karras", written as "Sampler: DPM++ 2M, Schedule
+    type: Karras" as A1111 >= 1.9 does) or else written as given. `lora_hashes` are the A1111 hashes of the
+    kohya files, the ones A1111 and Civitai users hold.
     """
-    from .generate import SCHEDULERS  # the table has no heavy imports; the import is deferred for the cycle
-
-    label = SCHEDULERS[sampler].a1111 if sampler in SCHEDULERS else sampler
+    label, schedule = a1111_sampler(sampler)
     tags = [f"<lora:{name}:{_number(weight)}>" for name, weight in loras if f"<lora:{name}:" not in prompt]
     lines = [" ".join([prompt.strip(), *tags]).strip()]
     negative_prompt = (negative_prompt or "").strip()
@@ -59,6 +116,7 @@ def a1111_parameters(
     fields: dict[str, Any] = {
         "Steps": steps,
         "Sampler": label,
+        "Schedule type": schedule or "",
         "CFG scale": _number(cfg_scale),
         "Seed": seed,
         "Size": f"{width}x{height}",
@@ -158,19 +216,16 @@ def _lora_tags(text: str) -> list[tuple[int, int, str, str | None]]:
 
 def _typed_fields(fields: Mapping[str, str]) -> dict[str, Any]:
     """Typed values for the well-known fields; malformed ones (the text may come from any PNG) are skipped."""
-    from .generate import scheduler_for_a1111
-
     typed: dict[str, Any] = {}
     for key, name, convert in (("Steps", "steps", int), ("CFG scale", "cfg_scale", float), ("Seed", "seed", int)):
         value = _convert(convert, fields.get(key))
         if value is not None:
             typed[name] = value
     if "Sampler" in fields:
-        sampler = fields["Sampler"]
-        if fields.get("Schedule type", "Automatic") not in ("Automatic", ""):
-            sampler = f"{sampler} {fields['Schedule type']}"  # A1111 1.9+ writes the schedule separately
-        typed["sampler"] = sampler
-        typed["scheduler"] = scheduler_for_a1111(sampler)
+        typed["sampler"] = fields["Sampler"]
+        if fields.get("Schedule type"):
+            typed["schedule_type"] = fields["Schedule type"]
+        typed["scheduler"] = scheduler_from_a1111(fields["Sampler"], fields.get("Schedule type"))
     if re.fullmatch(r"\d{1,6}x\d{1,6}", fields.get("Size", "")):
         typed["width"], typed["height"] = (int(n) for n in fields["Size"].split("x"))
     if "Model" in fields:

@@ -56,20 +56,42 @@ SCHEDULERS: dict[str, SchedulerSpec] = {
     "ddim": SchedulerSpec("DDIMScheduler", "DDIM"),
     "pndm": SchedulerSpec("PNDMScheduler", "PLMS", {"skip_prk_steps": True}),
     "unipc": SchedulerSpec("UniPCMultistepScheduler", "UniPC"),
+    "lcm": SchedulerSpec("LCMScheduler", "LCM"),
+    "dpmpp_2m_exponential": SchedulerSpec(
+        "DPMSolverMultistepScheduler", "DPM++ 2M Exponential", {**_DPMPP_2M, "use_exponential_sigmas": True}),
+    "dpmpp_2m_sde_exponential": SchedulerSpec(
+        "DPMSolverMultistepScheduler", "DPM++ 2M SDE Exponential", {**_DPMPP_2M_SDE, "use_exponential_sigmas": True}),
+    # Flow-matching models (Flux.1) sample only with their own Euler over the flow; A1111/Forge call it Euler.
+    "flow_euler": SchedulerSpec("FlowMatchEulerDiscreteScheduler", "Euler"),
+}
+# DEIS and DDPM were offered once; A1111 has no such samplers, so the PNG metadata could not say what made an
+# image. Old jobs that name them still regenerate.
+LEGACY_SCHEDULERS: dict[str, SchedulerSpec] = {
     "deis": SchedulerSpec("DEISMultistepScheduler", "DEIS"),
     "ddpm": SchedulerSpec("DDPMScheduler", "DDPM"),
-    "lcm": SchedulerSpec("LCMScheduler", "LCM"),
 }
+FLOW_SCHEDULERS = frozenset({"flow_euler"})
+
+
+def default_scheduler_for(kind: str) -> str:
+    """The sampler a model family generates with when none is chosen."""
+    return "flow_euler" if kind == "flux" else "euler_a"
+
+
+def scheduler_fits(kind: str, name: str) -> bool:
+    """Flow-matching families take only flow schedulers, the others none of them."""
+    return (name in FLOW_SCHEDULERS) == (kind == "flux")
 
 MAX_PROMPT_CHARS = 5000
 MAX_SEED = 2**32 - 1  # A1111's seed range, so seeds copy across tools
 GUIDANCE_RANGE = (0.0, 30.0)
 
 
-def scheduler_for_a1111(sampler: str) -> str | None:
-    """Our scheduler name for an A1111 sampler label (e.g. "DPM++ 2M Karras" -> "dpmpp_2m_karras")."""
-    wanted = sampler.strip().lower()
-    return next((name for name, spec in SCHEDULERS.items() if spec.a1111.lower() == wanted), None)
+def scheduler_for_a1111(sampler: str, schedule: str | None = None) -> str | None:
+    """Our scheduler name for an A1111 sampler ("DPM++ 2M" with schedule "Karras", or the old "DPM++ 2M Karras")."""
+    from .a1111 import scheduler_from_a1111
+
+    return scheduler_from_a1111(sampler, schedule)
 
 
 def _setting(name: str, default: int) -> int:
@@ -105,7 +127,7 @@ def validate_generation_params(
         problems.append("the prompt is empty")
     if len(prompt or "") > MAX_PROMPT_CHARS or len(negative_prompt or "") > MAX_PROMPT_CHARS:
         problems.append(f"prompts are limited to {MAX_PROMPT_CHARS} characters")
-    if scheduler not in SCHEDULERS:
+    if scheduler not in SCHEDULERS and scheduler not in LEGACY_SCHEDULERS:
         problems.append(f"unknown scheduler {scheduler!r}; choose one of {', '.join(SCHEDULERS)}")
     if not 1 <= steps <= max_steps:
         problems.append(f"steps must be between 1 and {max_steps} (got {steps})")
@@ -133,10 +155,15 @@ def set_scheduler(pipe: Any, name: str) -> None:
     # diffusers holds the scheduler classes; only a generating worker gets here.
     import diffusers
 
-    if name not in SCHEDULERS:
+    spec = SCHEDULERS.get(name) or LEGACY_SCHEDULERS.get(name)
+    if spec is None:
         raise ValueError(f"Unknown scheduler {name!r}; choose one of {', '.join(SCHEDULERS)}")
-    spec = SCHEDULERS[name]
     base = _BASE_SCHEDULER_CONFIG.setdefault(pipe, pipe.scheduler.config)
+    flow_model = type(pipe.scheduler).__name__.startswith("FlowMatch") or (
+        "shift" in base and "beta_schedule" not in base)
+    if flow_model != (name in FLOW_SCHEDULERS):
+        wanted = ", ".join(sorted(FLOW_SCHEDULERS)) if flow_model else "any but flow_euler"
+        raise ValueError(f"The scheduler {name!r} does not fit this model ({type(pipe).__name__}): use {wanted}.")
     pipe.scheduler = getattr(diffusers, spec.class_name).from_config(base, **spec.options)
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import gc
 import hashlib
-import json
 import re
 import threading
 import weakref
@@ -20,13 +19,20 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .errors import ModelNotFound, WrongModelKind
+from .families import detect_folder, detect_single_file
 
-ModelKind = Literal["sd15", "sdxl"]
+ModelKind = str  # a family key: sd15, sd2, sdxl, flux (training/ml/families)
 SourceType = Literal["folder", "single_file", "hub"]
 DevicePreference = Literal["auto", "cpu", "cuda", "mps"]
 
-KINDS: dict[str, str] = {"sd15": "StableDiffusionPipeline", "sdxl": "StableDiffusionXLPipeline"}
-SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
+
+def _kinds() -> dict[str, str]:
+    from .families import families
+
+    return {family.key: family.pipeline_class for family in families()}
+
+
+SINGLE_FILE_SUFFIXES = (".safetensors",)
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -105,14 +111,15 @@ def load_pipeline(
     dtype: Any = None,
     config: str | None = None,
 ) -> Any:
-    """Load an SD1.5 or SDXL pipeline and move it to the device; raise ModelNotFound / WrongModelKind.
+    """Load a pipeline of a supported family and move it to the device; raise ModelNotFound / WrongModelKind.
 
-    folder: a diffusers save_pretrained folder. single_file: an A1111-style .safetensors/.ckpt checkpoint;
-    offline, ``config`` must name a local diffusers folder of the same architecture to take configs from.
-    hub: a repo id, loaded through the local Hugging Face cache or the hub.
+    folder: a diffusers save_pretrained folder. single_file: an A1111-style .safetensors checkpoint, loaded
+    offline with the family's component configs: ``config`` (a local diffusers folder of the same architecture,
+    weights not needed), else a ``<checkpoint stem>.config`` folder beside the file, else the configs Imagineer
+    ships for the family. hub: a repo id, loaded through the local Hugging Face cache or the hub.
     """
-    if kind not in KINDS:
-        raise ValueError(f"Model kind must be one of {', '.join(KINDS)}; got {kind!r}")
+    if kind not in _kinds():
+        raise ValueError(f"Model kind must be one of {', '.join(_kinds())}; got {kind!r}")
     source_type = source_type or detect_source_type(source)
     device = device or resolve_device()
     dtype = dtype if dtype is not None else inference_dtype(device)
@@ -133,7 +140,7 @@ def _pipeline_class(kind: ModelKind) -> Any:
     # diffusers is heavy; only the worker that actually loads models imports it.
     import diffusers
 
-    return getattr(diffusers, KINDS[kind])
+    return getattr(diffusers, _kinds()[kind])
 
 
 def _load_folder(path: Path, kind: ModelKind, dtype: Any) -> Any:
@@ -142,30 +149,51 @@ def _load_folder(path: Path, kind: ModelKind, dtype: Any) -> Any:
         raise ModelNotFound(f"Base model folder {path} does not exist.")
     if not index.is_file():
         raise ModelNotFound(f"{path} is not a diffusers model folder: it has no model_index.json.")
-    found = json.loads(index.read_text()).get("_class_name", "")
-    _check_kind(found, kind, str(path))
+    _check_family(_detect(lambda: detect_folder(path)), kind, str(path))
     return _pipeline_class(kind).from_pretrained(str(path), dtype=dtype, **_no_safety_checker(kind))
 
 
 def _load_single_file(path: Path, kind: ModelKind, dtype: Any, config: str | None) -> Any:
+    from .families import get_family
+
     if not path.is_file():
         raise ModelNotFound(f"Model file {path} does not exist.")
     if path.suffix.lower() not in SINGLE_FILE_SUFFIXES:
-        raise ModelNotFound(f"{path.name} is not a checkpoint: expected a .safetensors or .ckpt file.")
-    if path.suffix.lower() == ".safetensors":
-        _check_kind(KINDS[sniff_single_file_kind(path)], kind, str(path))
-    kwargs: dict[str, Any] = {"dtype": dtype}
-    if config:
-        kwargs["config"] = config
-    if kind == "sd15":
-        kwargs.update(_no_safety_checker(kind), load_safety_checker=False)
+        raise ModelNotFound(f"{path.name} is not a .safetensors checkpoint (a .ckpt is a pickle that can run code when "
+                            "loaded: convert it to .safetensors first).")
+    _check_family(_detect(lambda: detect_single_file(path)), kind, str(path))
+    config_dir = config or single_file_config(path, get_family(kind))
+    # local_files_only: every config comes from disk, so a machine without a hub never waits on one. No
+    # load_safety_checker argument: diffusers treats any value of it, even False, as "load the checker".
+    kwargs: dict[str, Any] = {"dtype": dtype, "config": str(config_dir), "local_files_only": True,
+                              **_no_safety_checker(kind)}
     try:
         return _pipeline_class(kind).from_single_file(str(path), **kwargs)
-    except OSError as exc:
+    except (OSError, ValueError, KeyError) as exc:
         raise ModelNotFound(
-            f"Could not load {path.name}: its component configs were not found locally ({exc}). "
-            "Pass config= a local diffusers folder of the same architecture."
-        ) from exc
+            f"Could not load {path.name} as a {get_family(kind).label} checkpoint with the configs in {config_dir}: "
+            f"{exc}") from exc
+
+
+def single_file_config(path: Path, family: Any) -> Path:
+    """The component configs for a single checkpoint: a ``<stem>.config`` folder beside it, else the family's."""
+    from .families.configs import config_folder
+
+    sidecar = path.with_name(path.stem + ".config")
+    if sidecar.is_dir():
+        return sidecar
+    if not family.single_file_config:
+        raise ModelNotFound(f"{path.name}: {family.notes or f'{family.label} single files are not supported.'}")
+    return config_folder(family.single_file_config)
+
+
+def _detect(detector: Callable[[], Any]) -> Any:
+    from .families import UnsupportedModel
+
+    try:
+        return detector()
+    except UnsupportedModel as exc:
+        raise WrongModelKind(str(exc)) from exc
 
 
 def _load_hub(repo_id: str, kind: ModelKind, dtype: Any) -> Any:
@@ -178,28 +206,20 @@ def _load_hub(repo_id: str, kind: ModelKind, dtype: Any) -> Any:
 
 
 def _no_safety_checker(kind: ModelKind) -> dict[str, Any]:
-    # Moderation is the product's job (labels, visibility), not a classifier that blanks images; SDXL has none.
-    return {"safety_checker": None} if kind == "sd15" else {}
+    # Moderation is the product's job (labels, visibility), not a classifier that blanks images. Only the
+    # StableDiffusionPipeline (SD1.x, SD2.x) has a checker slot.
+    return {"safety_checker": None} if _kinds().get(kind) == "StableDiffusionPipeline" else {}
 
 
 def sniff_single_file_kind(path: Path) -> ModelKind:
-    """Tell SD1.5 from SDXL by the tensor names in a .safetensors header, without loading the weights."""
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as handle:
-        keys = list(handle.keys())
-    if any(k.startswith("conditioner.embedders.1.") for k in keys):
-        return "sdxl"
-    return "sd15"
+    """The family key of a .safetensors checkpoint, from the tensor names in its header (no weights read);
+    raises families.UnsupportedModel naming what the file is when it is no supported family."""
+    return detect_single_file(Path(path)).key
 
 
-def _check_kind(found_class: str, kind: ModelKind, where: str) -> None:
-    if found_class == KINDS[kind]:
-        return
-    found_kind = next((k for k, cls in KINDS.items() if cls == found_class), None)
-    if found_kind:
-        raise WrongModelKind(f"{where} is an {found_kind} model ({found_class}) but kind={kind!r} was given.")
-    raise WrongModelKind(f"{where} holds a {found_class or 'unknown'} pipeline, not {KINDS[kind]} ({kind}).")
+def _check_family(found: Any, kind: ModelKind, where: str) -> None:
+    if found.key != kind:
+        raise WrongModelKind(f"{where} is a {found.label} model ({found.key}) but kind={kind!r} was given.")
 
 
 def _use_sdpa(pipe: Any) -> None:

@@ -74,8 +74,10 @@ PRESET_LABELS = {"quick": "Quick (300 steps, rank 8)", "standard": "Standard (10
 
 
 def default_resolution(kind: str) -> int:
-    """The usual size of a model kind; a registered model may know its own (BaseModel.native_size)."""
-    return 1024 if kind == "sdxl" else 512
+    """The usual size of a model family; a registered model may know its own (BaseModel.native_size)."""
+    from ..models import KIND_RESOLUTIONS
+
+    return KIND_RESOLUTIONS.get(kind, 512)
 
 
 def _coerce(param: Param, value: Any) -> Any:

@@ -140,20 +140,24 @@ def xl_base(db):
                                     source_type="folder")
 
 
-def _make_loras(base_model, xl_base, user, other_user, final_file, early_file, *, store=True):
+def _make_loras(base_model, xl_base, user, other_user, final_file, early_file, *, store=True, kohya_file=None):
     from imagineer.artifacts import artifact_upload, file_sha256
     from training.models import LoraModel
 
-    def make(name, owner, path, base=base_model, public=False, weight=0.8):
+    def make(name, owner, path, base=base_model, public=False, weight=0.8, kohya=None):
         key = f"loras/{name}.safetensors"
+        kohya_key = f"loras/{name}-kohya.safetensors" if kohya else ""
         if store:  # in the artifacts storage, as a training run leaves it; the worker reads it through its cache
             artifact_upload(path, key)
+            if kohya:
+                artifact_upload(kohya, kohya_key)
         return LoraModel.objects.create(name=name, friendly_name=name.title(), owner=owner, base_model=base,
                                         diffusers_file=key, diffusers_sha256=file_sha256(path) if store else "",
+                                        kohya_file=kohya_key, kohya_sha256=file_sha256(kohya) if kohya else "",
                                         default_weight=weight, is_public=public)
 
     return {
-        "style": make("style", user, final_file, weight=1.0),
+        "style": make("style", user, final_file, weight=1.0, kohya=kohya_file if store else None),
         "early": make("early", other_user, early_file, public=True, weight=0.6),
         "secret": make("secret", other_user, final_file),
         "xl": make("xl-style", user, final_file, base=xl_base, public=True),
@@ -165,7 +169,7 @@ def loras(base_model, user, other_user, xl_base, trained):
     """style: alice's private LoRA; early: a public one by bob; secret: bob's private one; xl: an SDXL LoRA."""
     result, _ = trained
     return _make_loras(base_model, xl_base, user, other_user, result.lora_path,
-                       result.checkpoints[0] / "pytorch_lora_weights.safetensors")
+                       result.checkpoints[0] / "pytorch_lora_weights.safetensors", kohya_file=result.kohya_path)
 
 
 @pytest.fixture

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import tempfile
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,7 +18,7 @@ from training.generation import selectors
 from training.generation.services import LoraChoice, generation_create, generation_rerun
 from training.ml.a1111 import parse_a1111_parameters, read_png_parameters
 from training.ml.pipelines import pipeline_cache
-from training.models import GenerationJob, GenerationOutput
+from training.models import GenerationJob, GenerationOutput, LoraModel
 from training.tests.generation_fixtures import FAST, file_bytes, pixels
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("media_root")]
@@ -55,6 +57,16 @@ def test_it_generates_through_the_queue_into_the_gallery_with_a1111_metadata(use
         2, "Euler", "euler", 7.0, 42)
     assert (params["width"], params["height"], params["model"]) == (32, 32, "tiny")
     assert set(params["lora_hashes"]) == {"style", "early"}
+    # The hash is the kohya file's (what A1111 and Civitai users hold), not the diffusers file's.
+    from imagineer.artifacts import artifact_open
+    from training.ml.a1111 import lora_hash
+
+    style = LoraModel.objects.get(name="style")
+    for key, expected in ((style.kohya_file, True), (style.diffusers_file, False)):
+        with artifact_open(key) as fh, tempfile.NamedTemporaryFile(suffix=".safetensors") as tmp:
+            tmp.write(fh.read())
+            tmp.flush()
+            assert (lora_hash(Path(tmp.name)) == params["lora_hashes"]["style"]) is expected
 
 
 def test_a_batch_uses_seed_plus_n_and_records_each_image(user, base_model, run_worker):

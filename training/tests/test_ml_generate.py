@@ -138,14 +138,16 @@ def test_parameters_text_matches_a1111_and_round_trips():
     assert text.splitlines() == [
         "a red fox, forest <lora:fox_style:0.8> <lora:light:1>",
         "Negative prompt: blurry, lowres",
-        "Steps: 30, Sampler: DPM++ 2M Karras, CFG scale: 7, Seed: 1234, Size: 512x768, Model hash: 0123456789, "
+        "Steps: 30, Sampler: DPM++ 2M, Schedule type: Karras, CFG scale: 7, Seed: 1234, Size: 512x768, "
+        "Model hash: 0123456789, "
         'Model: tiny-sd15, Lora hashes: "fox_style: aaaaaaaaaaaa, light: bbbbbbbbbbbb", Version: Imagineer',
     ]
     parsed = parse_a1111_parameters(text)
     assert parsed["prompt"] == "a red fox, forest"
     assert parsed["negative_prompt"] == "blurry, lowres"
     assert parsed["loras"] == [("fox_style", 0.8), ("light", 1.0)]
-    assert (parsed["steps"], parsed["sampler"], parsed["scheduler"]) == (30, "DPM++ 2M Karras", "dpmpp_2m_karras")
+    assert (parsed["steps"], parsed["sampler"], parsed["schedule_type"], parsed["scheduler"]) == (
+        30, "DPM++ 2M", "Karras", "dpmpp_2m_karras")
     assert (parsed["cfg_scale"], parsed["seed"], parsed["width"], parsed["height"]) == (7.0, 1234, 512, 768)
     assert (parsed["model"], parsed["model_hash"]) == ("tiny-sd15", "0123456789")
     assert parsed["lora_hashes"] == {"fox_style": "aaaaaaaaaaaa", "light": "bbbbbbbbbbbb"}

@@ -55,16 +55,17 @@ def test_loading_explains_missing_and_wrong_models(tiny_model, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ModelNotFound, match="no model_index.json"):
         load_pipeline(str(tmp_path / "empty"), kind="sd15", device="cpu")
-    with pytest.raises(WrongModelKind, match="is an sd15 model .* but kind='sdxl'"):
+    with pytest.raises(WrongModelKind, match=r"is a Stable Diffusion 1.5 model \(sd15\) but kind='sdxl'"):
         load_pipeline(str(tiny_model), kind="sdxl", device="cpu")
     with pytest.raises(ModelNotFound, match="does not exist"):
         load_pipeline(str(tmp_path / "gone.safetensors"), kind="sd15", device="cpu")
     (tmp_path / "notes.txt").write_text("hi")
-    with pytest.raises(ModelNotFound, match="expected a .safetensors or .ckpt"):
+    with pytest.raises(ModelNotFound, match="is not a .safetensors checkpoint"):
         load_pipeline(str(tmp_path / "notes.txt"), kind="sd15", source_type="single_file", device="cpu")
     xl = tmp_path / "xl.safetensors"
-    save_file({"conditioner.embedders.1.model.ln_final.weight": torch.zeros(2)}, str(xl))
-    with pytest.raises(WrongModelKind, match="is an sdxl model"):
+    save_file({"conditioner.embedders.1.model.ln_final.weight": torch.zeros(2),
+               "model.diffusion_model.input_blocks.0.0.weight": torch.zeros(2)}, str(xl))
+    with pytest.raises(WrongModelKind, match=r"is a Stable Diffusion XL model \(sdxl\)"):
         load_pipeline(str(xl), kind="sd15", device="cpu")
     with pytest.raises(ModelNotFound, match="neither an existing path nor a hub id"):
         load_pipeline("not a model", kind="sd15", source_type="hub", device="cpu")
@@ -151,7 +152,11 @@ def test_model_index_class_decides_the_kind(tmp_path, tiny_model):
     copy = tmp_path / "odd"
     shutil.copytree(tiny_model, copy)
     index = json.loads((copy / "model_index.json").read_text())
-    index["_class_name"] = "FluxPipeline"
+    index["_class_name"] = "StableDiffusion3Pipeline"
     (copy / "model_index.json").write_text(json.dumps(index))
-    with pytest.raises(WrongModelKind, match="holds a FluxPipeline pipeline"):
+    with pytest.raises(WrongModelKind, match=r"is a Stable Diffusion 3 / 3.5 model \(StableDiffusion3Pipeline\)"):
+        load_pipeline(str(copy), kind="sd15", device="cpu")
+    index["_class_name"] = "SomeNewPipeline"
+    (copy / "model_index.json").write_text(json.dumps(index))
+    with pytest.raises(WrongModelKind, match="holds a SomeNewPipeline pipeline, which is not a family"):
         load_pipeline(str(copy), kind="sd15", device="cpu")

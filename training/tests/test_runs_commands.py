@@ -77,9 +77,9 @@ def test_register_model_reads_the_kind_from_the_folder_and_refuses_what_is_not_a
     output = _call("register_model", "elsewhere", "sd/other", "--source-type", "folder")
     assert "Not checked here: sd/other is not in this machine's MODELS_DIR" in output
     BaseModel.objects.filter(name="elsewhere").delete()
-    with pytest.raises(CommandError, match="is an sd15 model, not sdxl"):
+    with pytest.raises(CommandError, match=r"is a Stable Diffusion 1.5 model \(sd15\), not Stable Diffusion XL"):
         _call("register_model", "wrong", str(tiny_model), "--kind", "sdxl")
-    with pytest.raises(CommandError, match="is not a .safetensors or .ckpt checkpoint"):
+    with pytest.raises(CommandError, match="is not a .safetensors checkpoint"):
         (tmp_path / "notes.txt").write_text("hello")
         _call("register_model", "notes", str(tmp_path / "notes.txt"))
     with pytest.raises(CommandError, match="not a hub id"):
