@@ -14,6 +14,7 @@ import contextlib
 import hashlib
 import json
 import re
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -110,8 +111,8 @@ def base_model_upload(*, name: str, path: Path) -> tuple[str, str]:
         with tempfile.TemporaryDirectory() as tmp:
             (Path(tmp) / path.name).symlink_to(path.resolve())
             sidecar = config_sidecar(path)
-            if sidecar is not None:  # the checkpoint's own component configs travel with it
-                (Path(tmp) / sidecar.name).symlink_to(sidecar.resolve(), target_is_directory=True)
+            if sidecar is not None:  # the checkpoint's own component configs (small files) travel with it
+                shutil.copytree(sidecar, Path(tmp) / sidecar.name)
             artifact_upload_tree(Path(tmp), prefix)
     # The manifest goes last: a prefix with a manifest is complete.
     artifact_save(f"{prefix}/{MANIFEST}", data)

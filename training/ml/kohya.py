@@ -19,7 +19,8 @@ _DOWN = re.compile(r"\.(lora_A|lora\.down|lora_down)(\.default)?\.weight$")
 _UP = re.compile(r"\.(lora_B|lora\.up|lora_up)(\.default)?\.weight$")
 _PREFIXES = ("base_model.model.", "unet.")
 
-BASE_MODEL_VERSIONS = {"sd15": "sd_v1", "sdxl": "sdxl_base_v1-0"}
+# ss_base_model_version per family (training/ml/families), which UIs use to sort LoRAs by family.
+BASE_MODEL_VERSIONS = {"sd15": "sd_v1", "sd2": "sd_v2", "sdxl": "sdxl_base_v1-0", "flux": "flux1"}
 
 
 def to_kohya(state_dict: Mapping[str, Any], *, alpha: float) -> dict[str, Any]:

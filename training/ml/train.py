@@ -31,6 +31,8 @@ __all__ = [
 ]
 
 LORA_TARGETS = ["to_k", "to_q", "to_v", "to_out.0"]
+# UNet families; Flux.1 (a transformer trained with flow matching) generates but does not train here yet.
+TRAINABLE_KINDS = ("sd15", "sd2", "sdxl")
 # Changing any of these between a checkpoint and its resume would silently train a different LoRA.
 RESUME_MUST_MATCH = ("rank", "alpha", "batch_size", "gradient_accumulation", "seed", "resolution", "buckets")
 
@@ -38,7 +40,7 @@ RESUME_MUST_MATCH = ("rank", "alpha", "batch_size", "gradient_accumulation", "se
 def train_lora(
     *,
     base_model: str,
-    kind: Literal["sd15", "sdxl"],
+    kind: str,
     dataset: Sequence[tuple[Path, str]],
     output_dir: Path,
     config: TrainConfig,
@@ -55,6 +57,8 @@ def train_lora(
     `device` (auto|cpu|cuda|mps) overrides settings.ML_DEVICE for this run.
     """
     config.validate()
+    if kind not in TRAINABLE_KINDS:
+        raise ValueError(f"LoRA training for the {kind!r} family is not available yet; it generates only.")
     callbacks = callbacks or TrainCallbacks()
     _check_name(name)
     dataset = [(Path(path), caption) for path, caption in dataset]

@@ -184,7 +184,7 @@ class Trainer:
         run = self.run
         captions = [item.caption for item in items]
         device = run.accelerator.device
-        if run.kind == "sd15":
+        if run.kind != "sdxl":  # SD1.x and SD2.x: one text encoder, no size conditioning
             embeds, _ = run.pipe.encode_prompt(captions, device, 1, False)
             return embeds, None
         embeds, _, pooled, _ = run.pipe.encode_prompt(

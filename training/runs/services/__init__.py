@@ -86,6 +86,10 @@ def resolve_base_model(name: str | None) -> BaseModel:
     return model
 
 
+# The families the trainer handles (training/ml/train.py); kept here so the web process need not import it.
+TRAINABLE_KINDS = ("sd15", "sd2", "sdxl")
+
+
 def run_create(*, owner, album_ids: Iterable[int], params: dict[str, Any], name: str = "",
                base_model: BaseModel | str | None = None, enqueue: bool = True) -> TrainingRun:
     """Validate, freeze the dataset, create the run and queue it. Raises RunInputError (also for more work than
@@ -105,6 +109,10 @@ def run_create(*, owner, album_ids: Iterable[int], params: dict[str, Any], name:
             model = resolve_base_model(base_model)
         except RunInputError as exc:
             errors.update(exc.errors)
+    if model is not None and model.kind not in TRAINABLE_KINDS:
+        errors.setdefault("base_model", []).append(
+            f"{model.name} is a {model.get_kind_display()} model: LoRA training for it is not available yet "
+            "(it can generate). Choose an SD1.5, SD2.x or SDXL base model.")
     name = (name or "").strip()
     if len(name) > RUN_NAME_MAX:
         errors["name"] = [f"The name is at most {RUN_NAME_MAX} characters."]

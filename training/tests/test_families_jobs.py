@@ -1,0 +1,129 @@
+"""Model families through the product: registration reports the family, single files and Flux generate through
+the queue with PNG metadata A1111 reads, SD2 trains, and a family that cannot train is refused up front."""
+
+from __future__ import annotations
+
+import io
+import shutil
+
+import numpy as np
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+
+from imagineer.models import JobStatus
+from training.generation.services import GenerationInputError, generation_create
+from training.ml.a1111 import parse_a1111_parameters, read_png_parameters
+from training.models import BaseModel, GenerationJob
+from training.tests.generation_fixtures import file_bytes
+
+pytestmark = pytest.mark.slow
+
+
+def _call(*args) -> str:
+    out = io.StringIO()
+    call_command(*args, stdout=out, stderr=io.StringIO())
+    return out.getvalue()
+
+
+@pytest.fixture(scope="module")
+def sd2_single_file(tmp_path_factory):
+    """A tiny SD2 model as one checkpoint in the original layout, with its configs beside it."""
+    from training.ml.families.original_layout import save_single_file
+    from training.ml.pipelines import load_pipeline
+    from training.ml.tiny import build_tiny_pipeline
+
+    root = tmp_path_factory.mktemp("sd2")
+    folder = build_tiny_pipeline(root / "folder", kind="sd2")
+    checkpoint = save_single_file(load_pipeline(str(folder), kind="sd2", device="cpu"), "sd2",
+                                  root / "my-sd2.safetensors")
+    shutil.copytree(folder, root / "my-sd2.config", ignore=shutil.ignore_patterns("*.safetensors"))
+    return checkpoint
+
+
+def _image(job):
+    job.refresh_from_db()
+    assert job.status == JobStatus.SUCCEEDED, job.error
+    return job.outputs.get().image
+
+
+def test_a_single_file_is_registered_with_its_family_stored_and_generates(
+        sd2_single_file, training_dirs, user, run_worker):
+    output = _call("register_model", "my-sd2", str(sd2_single_file), "--upload")
+
+    assert "Detected family: Stable Diffusion 2.x (sd2)." in output
+    model = BaseModel.objects.get(name="my-sd2")
+    assert (model.kind, model.source_type) == ("sd2", "stored")
+    job = generation_create(user=user, prompt="a red square", base_model="my-sd2", width=32, height=32, steps=2,
+                            scheduler="dpmpp_2m_karras", seed=3)
+    run_worker("generate")
+
+    params = parse_a1111_parameters(read_png_parameters(file_bytes(_image(job))))
+    assert (params["sampler"], params["schedule_type"], params["scheduler"]) == ("DPM++ 2M", "Karras",
+                                                                                "dpmpp_2m_karras")
+    assert (params["model"], params["seed"]) == ("my-sd2", 3)
+
+
+def test_registration_refuses_other_families_and_flux_single_files(db, training_dirs, tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    save_file({"model.diffusion_model.joint_blocks.0.x_block.attn.qkv.weight": torch.zeros(2)},
+              str(tmp_path / "sd35.safetensors"))
+    with pytest.raises(CommandError, match="Stable Diffusion 3 / 3.5, which Imagineer does not support"):
+        _call("register_model", "sd35", str(tmp_path / "sd35.safetensors"), "--upload")
+    save_file({"double_blocks.0.img_attn.qkv.weight": torch.zeros(2)}, str(tmp_path / "flux1-dev.safetensors"))
+    with pytest.raises(CommandError, match="is a Flux.1 checkpoint. Single Flux files hold only the transformer"):
+        _call("register_model", "flux-file", str(tmp_path / "flux1-dev.safetensors"), "--upload")
+    (tmp_path / "old.ckpt").write_bytes(b"pickle")
+    with pytest.raises(CommandError, match="a pickle, which can run code"):
+        _call("register_model", "old", str(tmp_path / "old.ckpt"), "--upload")
+    assert not BaseModel.objects.exists()
+
+
+def test_flux_builds_registers_and_generates_with_its_sampler(training_dirs, user, run_worker, run_album):
+    from training.runs.params import RunInputError
+    from training.runs.services import run_create
+
+    output = _call("build_tiny_model", "--family", "flux")
+    model = BaseModel.objects.get(name="tiny-flux")
+    assert "Built base model 'tiny-flux'" in output and model.kind == "flux" and not model.is_default
+
+    with pytest.raises(GenerationInputError, match="does not fit tiny-flux"):
+        generation_create(user=user, prompt="p", base_model="tiny-flux", scheduler="dpmpp_2m")
+    job = generation_create(user=user, prompt="a red square", base_model="tiny-flux", width=32, height=32, steps=2,
+                            guidance_scale=3.5, seed=9)
+    assert job.scheduler == "flow_euler"
+    run_worker("generate")
+    image = _image(job)
+    params = parse_a1111_parameters(read_png_parameters(file_bytes(image)))
+    assert (params["sampler"], params["schedule_type"], params["scheduler"]) == ("Euler", "Simple", "flow_euler")
+    assert (image.width, image.height) == (32, 32)
+
+    with pytest.raises(RunInputError, match="LoRA training for it is not available yet"):
+        album, _ = run_album
+        run_create(owner=user, album_ids=[album.pk], params={"steps": 2}, base_model=model, enqueue=False)
+    assert GenerationJob.objects.count() == 1
+
+
+def test_sd2_trains_a_v_prediction_lora_that_exports_as_sd_v2(tmp_path, tiny_dataset, train_config):
+    from safetensors import safe_open
+
+    from training.ml.generate import generate
+    from training.ml.pipelines import LoraSpec, apply_loras, load_pipeline
+    from training.ml.tiny import build_tiny_pipeline
+    from training.ml.train import train_lora
+
+    folder = build_tiny_pipeline(tmp_path / "sd2", kind="sd2")
+    result = train_lora(base_model=str(folder), kind="sd2", dataset=tiny_dataset, output_dir=tmp_path / "run",
+                        config=train_config(steps=3, checkpoint_every=3, sample_every=0), name="sd2_style",
+                        device="cpu")
+
+    with safe_open(str(result.kohya_path), "pt") as handle:
+        assert handle.metadata()["ss_base_model_version"] == "sd_v2"
+    pipe = load_pipeline(str(folder), kind="sd2", device="cpu")
+    params = dict(prompt="a red square", steps=2, width=32, height=32, seed=1, scheduler="ddim")
+    before = np.asarray(generate(pipe, **params)[0], dtype=np.int16)
+    apply_loras(pipe, [LoraSpec("sd2_style", result.kohya_path, 1.0)])
+    after = np.asarray(generate(pipe, **params)[0], dtype=np.int16)
+    assert np.abs(after - before).max() > 0
