@@ -80,6 +80,20 @@ def default_resolution(kind: str) -> int:
     return KIND_RESOLUTIONS.get(kind, 512)
 
 
+def _family_default(kind: str, name: str, default: Any) -> Any:
+    """SDXL and Flux default to bf16 and gradient checkpointing, which they need to fit and train well on one
+    GPU; a CPU trains in fp32 whatever is asked (the trainer says so in the log)."""
+    from ..ml.families import UnsupportedModel, get_family  # no heavy imports
+
+    try:
+        family = get_family(kind)
+    except UnsupportedModel:
+        return default
+    if name == "mixed_precision":
+        return family.cuda_mixed_precision if family.cuda_mixed_precision != "fp16" else default
+    return family.cuda_gradient_checkpointing or default
+
+
 def _coerce(param: Param, value: Any) -> Any:
     if param.kind is bool:
         if isinstance(value, bool):
@@ -134,6 +148,8 @@ def clean_params(raw: Mapping[str, Any], *, kind: str = "sd15", image_count: int
                 value = native_resolution or default_resolution(kind)
             elif name == "alpha":
                 value = float(cleaned.get("rank", PARAMS["rank"].default))  # alpha = rank: a scale of 1
+            elif name in ("mixed_precision", "gradient_checkpointing"):
+                value = _family_default(kind, name, param.default)
             else:
                 value = param.default
         try:
