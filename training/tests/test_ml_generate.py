@@ -51,6 +51,10 @@ def test_image_n_of_a_batch_is_the_image_of_seed_plus_n(pipe):
 
 @pytest.mark.parametrize("name", sorted(SCHEDULERS))
 def test_every_scheduler_generates(pipe, name):
+    if name == "flow_euler":  # flow-matching models only (test_ml_families generates Flux with it)
+        with pytest.raises(ValueError, match="does not fit this model"):
+            generate(pipe, **{**PARAMS, "scheduler": name, "steps": 2}, seed=1)
+        return
     image = generate(pipe, **{**PARAMS, "scheduler": name, "steps": 2}, seed=1)[0]
 
     assert type(pipe.scheduler).__name__ == SCHEDULERS[name].class_name
