@@ -4,6 +4,8 @@ from .backends import BACKEND_NAMES
 
 BACKEND_CHOICES = [
     ("local", "Local (offline: NSFW detection and image-property tags)"),
+    ("tagger", "ONNX tagger (offline: WD14-style tags and a rating)"),
+    ("captioner", "Captioner (offline: a caption from a small vision-language model)"),
     ("claude-docker", "Claude in a container (captions, tags, categories, NSFW)"),
     ("anthropic", "Claude through the Anthropic API"),
 ]

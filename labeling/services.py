@@ -20,7 +20,8 @@ from imagineer.quotas import quota_check
 from .models import MACHINE_SOURCES, Label, LabelingJob, LabelKind, LabelSource, ReviewState
 from .selectors import training_captions
 
-BACKEND_SOURCES = {"local": LabelSource.LOCAL, "claude-docker": LabelSource.CLAUDE, "anthropic": LabelSource.CLAUDE}
+BACKEND_SOURCES = {"local": LabelSource.LOCAL, "tagger": LabelSource.TAGGER, "captioner": LabelSource.CAPTIONER,
+                   "claude-docker": LabelSource.CLAUDE, "anthropic": LabelSource.CLAUDE}
 # A machine NSFW verdict this sure hides the image from anonymous visitors at once; people can undo it.
 NSFW_AUTO_FLAG_CONFIDENCE = 0.6
 MAX_TAG_LENGTH = 64
@@ -59,6 +60,7 @@ def labels_store_result(*, image: Image, result, source: str, job: LabelingJob |
     if result.caption:
         rows.append(Label(kind=LabelKind.CAPTION, value=result.caption.strip(), **common))
     seen: set[tuple[str, str]] = set()
+    scores = getattr(result, "tag_confidences", None) or {}
     for kind, values in ((LabelKind.TAG, result.tags), (LabelKind.CATEGORY, result.categories)):
         for raw in values:
             try:
@@ -67,7 +69,8 @@ def labels_store_result(*, image: Image, result, source: str, job: LabelingJob |
                 continue
             if (kind, value) not in seen:
                 seen.add((kind, value))
-                rows.append(Label(kind=kind, value=value, **common))
+                score = scores.get(raw) if kind == LabelKind.TAG else None
+                rows.append(Label(kind=kind, value=value, confidence=score, **common))
     if result.nsfw is not None:
         rows.append(Label(kind=LabelKind.NSFW, value="nsfw" if result.nsfw else "safe",
                           confidence=result.nsfw_confidence, **common))
@@ -152,7 +155,7 @@ def labeling_job_start(*, user, backend: str, album: Album | None = None, image_
     Raises LabelInputError, QuotaExceeded (too many labeling jobs queued or running) or QueueUnavailable.
     """
     if backend not in BACKEND_SOURCES:
-        raise LabelInputError(f"Unknown backend {backend!r}; choose local, claude-docker or anthropic.")
+        raise LabelInputError(f"Unknown backend {backend!r}; choose one of {', '.join(BACKEND_SOURCES)}.")
     if album is None and not image_ids:
         raise LabelInputError("Choose an album or some images to label.")
     if album is not None and not (user.is_staff or album.owner_id == user.pk):
