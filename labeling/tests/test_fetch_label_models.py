@@ -1,0 +1,53 @@
+"""manage.py fetch_label_models: the hub unreachable (a closed port on 127.0.0.1) and models already there."""
+
+import socket
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from labeling.testing.tiny_labelers import build_tiny_tagger
+
+
+@pytest.fixture
+def closed_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]  # nothing listens once the socket is closed
+
+
+@pytest.fixture
+def model_dirs(settings, tmp_path):
+    settings.LABEL_TAGGER_DIR = tmp_path / "labelers" / "wd-tagger"
+    settings.LABEL_CAPTIONER_DIR = tmp_path / "labelers" / "captioner"
+    return settings
+
+
+def test_an_unreachable_hub_is_a_clear_error_that_leaves_nothing_behind(model_dirs, closed_port, tmp_path):
+    err = []
+    with pytest.raises(CommandError, match="2 of 2 model"):
+        call_command("fetch_label_models", endpoint=f"http://127.0.0.1:{closed_port}",
+                     stderr=_Collect(err))
+    text = "".join(err)
+    assert "Could not download tagger model SmilingWolf/wd-swinv2-tagger-v3" in text
+    assert "Could not download captioner model Salesforce/blip-image-captioning-base" in text
+    assert f"copy the files into {model_dirs.LABEL_TAGGER_DIR} by hand" in text
+    assert list((tmp_path / "labelers").iterdir()) == []  # no half-written or staging folders
+
+
+def test_a_folder_that_holds_a_model_is_kept_without_contacting_the_hub(model_dirs, closed_port):
+    build_tiny_tagger(model_dirs.LABEL_TAGGER_DIR)
+    out = []
+    call_command("fetch_label_models", "--tagger", endpoint=f"http://127.0.0.1:{closed_port}", stdout=_Collect(out))
+    assert "already holds a model" in "".join(out)
+    assert (model_dirs.LABEL_TAGGER_DIR / "model.onnx").is_file()
+
+
+class _Collect:
+    def __init__(self, sink):
+        self.sink = sink
+
+    def write(self, text):
+        self.sink.append(text)
+
+    def flush(self):
+        pass
