@@ -130,6 +130,19 @@ class CaptionRevision(models.Model):
         return f"{self.image_id}: {self.old_text[:30]!r} -> {self.new_text[:30]!r} ({self.tool})"
 
 
+class CaptionTemplate(models.Model):
+    """How an album's training captions are put together from each image's tags and caption."""
+
+    album = models.OneToOneField("gallery.Album", on_delete=models.CASCADE, related_name="caption_template")
+    template = models.CharField(max_length=300, help_text="Placeholders: {trigger}, {tags}, {caption}.")
+    updated_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return self.template
+
+
 class LabelerSettings(models.Model):
     """The offline labelers' model folders and options, set in the admin; empty fields use the settings.
 
