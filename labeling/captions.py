@@ -186,7 +186,7 @@ def caption_history(image: Image, user) -> dict:
     """An image's caption history: the captions it has now, every recorded change, and each training run
     (that `user` may open) with the caption its snapshot froze, newest first."""
     from . import hooks
-    from .selectors import training_captions
+    from .selectors import album_training_captions, training_captions
 
     current = training_captions([image.pk])[image.pk]
     revisions = list(CaptionRevision.objects.filter(image=image).select_related("user"))
@@ -194,6 +194,15 @@ def caption_history(image: Image, user) -> dict:
     for hook in hooks.caption_usage_hooks:
         runs.extend(hook(image, user))
     runs.sort(key=lambda run: run["created_at"], reverse=True)
+    # A run trained with its album's trigger word and template: compare with what that album gives now.
+    now_by_album: dict = {}
+    for run in runs:
+        album_id = run.get("album_id")
+        if album_id not in now_by_album:
+            album = Album.objects.filter(pk=album_id).first() if album_id else None
+            now_by_album[album_id] = (album_training_captions(album, [image.pk])[image.pk] if album
+                                      else current)
+        run["is_current"] = run["caption"] == now_by_album[album_id]
     events = ([{"kind": "revision", "at": r.created_at, "revision": r} for r in revisions]
               + [{"kind": "run", "at": run["created_at"], "run": run} for run in runs])
     events.sort(key=lambda event: event["at"], reverse=True)

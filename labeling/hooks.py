@@ -1,7 +1,7 @@
 """Extension points higher apps fill in their AppConfig.ready(), so labeling never imports them.
 
 - `caption_usage_hooks`: functions (image, user) -> list of {"name", "url", "caption", "created_at",
-  "status"}: the training runs `user` may open whose frozen snapshot holds `image`, with the caption
+  "status", "album_id"}: the training runs `user` may open whose frozen snapshot holds `image`, with the caption
   the snapshot recorded for it. Training registers one; the caption history page shows them.
 """
 

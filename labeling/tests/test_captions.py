@@ -128,27 +128,6 @@ def test_a_caption_template_combines_trigger_tags_and_caption(user, setup):
     assert album_training_captions(album, [one.pk])[one.pk] == "zxc, a grey cat on a sofa"
 
 
-def test_a_runs_snapshot_keeps_the_old_caption_and_the_history_shows_both(user, setup, user_client):
-    from training.models import BaseModel, TrainingRun
-    from training.runs.services import dataset_snapshot
-
-    album, one, *_ = setup
-    base = BaseModel.objects.create(name="tiny", source="base/none", kind="sd15", source_type="folder")
-    run = TrainingRun.objects.create(owner=user, name="first run", base_model=base,
-                                     dataset=dataset_snapshot(user=user, albums=[album]))
-    assert {e["image_id"]: e["caption"] for e in run.dataset}[one.pk] == "a grey cat on a sofa"
-    captions.captions_find_replace(album=album, user=user, find="grey", replace="ginger")
-    run.refresh_from_db()
-    assert {e["image_id"]: e["caption"] for e in run.dataset}[one.pk] == "a grey cat on a sofa"
-
-    page = user_client.get(reverse("labeling:caption_history", args=[one.pk]))
-    assert page.status_code == 200
-    html = page.content.decode()
-    assert "a ginger cat on a sofa" in html  # now
-    assert "first run" in html and "(an earlier version)" in html
-    assert "replace by alice" in html
-
-
 def test_the_caption_tools_page_and_forms(user, setup, user_client, other_client):
     album, one, two, *_ = setup
     url = reverse("labeling:caption_tools", args=[album.pk])

@@ -54,7 +54,8 @@ def image_caption_usage(image, user) -> list[dict]:
         entry = next((e for e in run.dataset if e.get("image_id") == image.pk), None)
         if entry is not None:
             usage.append({"name": run.name, "url": run.get_absolute_url(), "caption": entry.get("caption", ""),
-                          "created_at": run.created_at, "status": run.get_status_display()})
+                          "created_at": run.created_at, "status": run.get_status_display(),
+                          "album_id": entry.get("album_id")})
     return usage
 
 
