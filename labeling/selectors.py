@@ -41,6 +41,12 @@ def training_captions(image_ids: list[int], *, fallback: str = "", append_tags: 
     return captions
 
 
+def image_label_summary(image) -> dict:
+    """An image's usable tags and its training caption, for the image's JSON in the API."""
+    caption, tags = caption_parts([image.pk])[image.pk]
+    return {"tags": tags, "training_caption": caption or ", ".join(tags)}
+
+
 def album_training_captions(album, image_ids: list[int], *, append_tags: bool = False) -> dict[int, str]:
     """What each of an album's images trains and exports with: the album's caption template when it has
     one, else the plain training caption; the album's trigger word first unless the template places it.
