@@ -50,7 +50,8 @@ def check_template(template: str) -> str:
         if field is None:
             continue
         if field not in TEMPLATE_FIELDS or spec or conversion:
-            raise LabelInputError(f"Unknown placeholder {{{field}}}: use {', '.join('{%s}' % f for f in TEMPLATE_FIELDS)}.")
+            allowed = ", ".join(f"{{{name}}}" for name in TEMPLATE_FIELDS)
+            raise LabelInputError(f"Unknown placeholder {{{field}}}: use {allowed}.")
         used.add(field)
     if not used & {"tags", "caption"}:
         raise LabelInputError("The template needs {tags} or {caption}.")

@@ -49,9 +49,8 @@ _lock = threading.Lock()
 
 
 def _device() -> str:
-    from django.conf import settings
-
     import torch
+    from django.conf import settings
 
     wanted = getattr(settings, "ML_DEVICE", "auto")
     if wanted == "auto":

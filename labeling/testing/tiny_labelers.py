@@ -99,7 +99,8 @@ def build_tiny_captioner(folder: Path, *, favour: str | None = "cat") -> Path:
     vocab = special + CAPTION_WORDS
     ids = {token: index for index, token in enumerate(vocab)}
     # transformers 5 takes the vocabulary in memory (a vocab_file argument is ignored).
-    tokenizer = BertTokenizer(vocab=ids, do_lower_case=True, bos_token="[DEC]", model_max_length=64)
+    tokenizer = BertTokenizer(vocab=ids, do_lower_case=True, bos_token="[DEC]",  # noqa: S106 - a token, not a password
+                              model_max_length=64)
     config = BlipConfig(
         vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
                        "num_attention_heads": 2, "image_size": 32, "patch_size": 8},

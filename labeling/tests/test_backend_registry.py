@@ -33,7 +33,8 @@ def test_it_returns_each_backend_by_name(name, class_name):
 
 
 def test_it_rejects_an_unknown_name():
-    with pytest.raises(UnknownBackend, match="Unknown labeling backend 'gpt'; choose one of: local, tagger, captioner, claude-docker"):
+    with pytest.raises(UnknownBackend,
+                       match="Unknown labeling backend 'gpt'; choose one of: local, tagger, captioner, claude-docker"):
         get_backend("gpt")
 
 
