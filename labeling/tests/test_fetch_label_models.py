@@ -1,4 +1,5 @@
-"""manage.py fetch_label_models: the hub unreachable (a closed port on 127.0.0.1) and models already there."""
+"""manage.py fetch_label_models: a download from a stand-in hub on 127.0.0.1, the hub unreachable (a closed
+port), a downloaded model that does not load, and models already there."""
 
 import socket
 
@@ -40,6 +41,46 @@ def test_a_folder_that_holds_a_model_is_kept_without_contacting_the_hub(model_di
     call_command("fetch_label_models", "--tagger", endpoint=f"http://127.0.0.1:{closed_port}", stdout=_Collect(out))
     assert "already holds a model" in "".join(out)
     assert (model_dirs.LABEL_TAGGER_DIR / "model.onnx").is_file()
+
+
+@pytest.fixture
+def hub(tmp_path):
+    from labeling.testing.hub_stub import StubHub
+
+    served = tmp_path / "served"
+    served.mkdir()
+    stub = StubHub("SmilingWolf/wd-swinv2-tagger-v3", served).start()
+    yield stub
+    stub.stop()
+
+
+def test_it_downloads_the_tagger_which_then_works(model_dirs, hub, monkeypatch, tmp_path):
+    from labeling.backends import get_backend
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    build_tiny_tagger(hub.folder)
+    (hub.folder / "README.md").write_text("not downloaded: not a model file")
+    out = []
+    call_command("fetch_label_models", "--tagger", endpoint=hub.url, stdout=_Collect(out))
+    target = model_dirs.LABEL_TAGGER_DIR
+    assert f"SmilingWolf/wd-swinv2-tagger-v3 -> {target}" in "".join(out)
+    assert sorted(p.name for p in target.iterdir()) == ["model.onnx", "selected_tags.csv"]
+    assert (target / "model.onnx").read_bytes() == (hub.folder / "model.onnx").read_bytes()
+    get_backend("tagger").check()
+    assert [p.name for p in target.parent.iterdir()] == ["wd-tagger"]  # no staging folder left
+
+
+def test_a_download_that_does_not_load_keeps_the_old_folder(model_dirs, hub, monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    build_tiny_tagger(hub.folder, extra_outputs=3)  # a tag list that does not match the model
+    build_tiny_tagger(model_dirs.LABEL_TAGGER_DIR)
+    before = (model_dirs.LABEL_TAGGER_DIR / "model.onnx").read_bytes()
+    err = []
+    with pytest.raises(CommandError):
+        call_command("fetch_label_models", "--tagger", "--force", endpoint=hub.url, stderr=_Collect(err))
+    assert "was downloaded but cannot be used" in "".join(err) and "do not belong together" in "".join(err)
+    assert (model_dirs.LABEL_TAGGER_DIR / "model.onnx").read_bytes() == before
+    assert [p.name for p in model_dirs.LABEL_TAGGER_DIR.parent.iterdir()] == ["wd-tagger"]
 
 
 class _Collect:
