@@ -66,8 +66,7 @@ def load_captioner(model_dir: Path) -> LoadedCaptioner:
     with _lock:
         if key in _cache:
             return _cache[key]
-        # torch and transformers are imported here only: the web process never loads them.
-        import torch
+        # transformers (and torch under it) is imported here only: the web process never loads them.
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
         device = _device()
@@ -77,7 +76,6 @@ def load_captioner(model_dir: Path) -> LoadedCaptioner:
         except Exception as exc:  # unknown architecture, missing weights or tokenizer files
             raise BackendUnavailable(f"The captioner in {model_dir} cannot be loaded: {exc}") from exc
         model.to(device).eval()
-        torch.set_grad_enabled(False)
         # The config's digest tells checkpoints apart without hashing gigabytes of weights.
         digest = hashlib.sha256(config.read_bytes()).hexdigest()[:12]
         loaded = LoadedCaptioner(model=model, processor=processor, device=device,

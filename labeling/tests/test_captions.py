@@ -151,3 +151,24 @@ def test_the_caption_tools_page_and_forms(user, setup, user_client, other_client
     assert _tags(one) == ["cat", "home"]
     page = user_client.get(url).content.decode()
     assert "zxc, a grey cat on a rug" in page  # the preview shows the training caption
+
+
+def test_the_labeler_settings_and_caption_revisions_are_in_the_admin(client, staff_user):
+    client.force_login(staff_user)
+    assert client.get(reverse("admin:labeling_labelersettings_add")).status_code == 200
+    response = client.post(reverse("admin:labeling_labelersettings_add"), {
+        "tagger_dir": "labelers/custom", "general_threshold": "0.5", "character_threshold": "", "blacklist": "x",
+        "captioner_dir": "", "captioner_prompt": "<MORE_DETAILED_CAPTION>"})
+    assert response.status_code == 302
+    from django.conf import settings as django_settings
+
+    from labeling.models import LabelerSettings
+
+    row = LabelerSettings.current()
+    assert row.pk == 1
+    assert row.backend_options("tagger") == {
+        "model_dir": django_settings.MODELS_DIR / "labelers/custom", "general_threshold": 0.5,
+        "blacklist": f"{django_settings.LABEL_TAGGER_BLACKLIST},x"}
+    assert row.backend_options("captioner") == {"prompt": "<MORE_DETAILED_CAPTION>"}
+    assert client.get(reverse("admin:labeling_labelersettings_add")).status_code == 403  # one row only
+    assert client.get(reverse("admin:labeling_captionrevision_changelist")).status_code == 200
