@@ -38,10 +38,20 @@ class ImageOut(Schema):
     url: str
     thumbnail_url: str
     download_url: str
+    tags: list[str] = []
+    training_caption: str = ""
 
     @staticmethod
     def resolve_owner(obj: Image) -> str:
         return obj.owner.get_username()
+
+    @staticmethod
+    def resolve_tags(obj: Image) -> list[str]:
+        return _label_summary(obj).get("tags", [])
+
+    @staticmethod
+    def resolve_training_caption(obj: Image) -> str:
+        return _label_summary(obj).get("training_caption", "")
 
     @staticmethod
     def resolve_url(obj: Image) -> str:
@@ -54,6 +64,15 @@ class ImageOut(Schema):
     @staticmethod
     def resolve_download_url(obj: Image) -> str:
         return obj.download_url()
+
+
+def _label_summary(obj: Image) -> dict:
+    """The image's tags and training caption from labeling's hook, read once per image object."""
+    from . import hooks
+
+    if not hasattr(obj, "_label_summary"):
+        obj._label_summary = hooks.image_label_summary(obj) if hooks.image_label_summary else {}
+    return obj._label_summary
 
 
 class UploadOut(Schema):

@@ -27,3 +27,12 @@ bulk_actions: list[tuple[str, str]] = []
 # Texts found beside an image where it came from (a scrape's alt text and title): functions called as
 # hook(image=, alt=, title=). Labeling registers one that keeps them as labels with source "scraper".
 found_text_hooks: list[Callable[..., Any]] = []
+
+# Function image -> {"tags": [...], "training_caption": "..."} for the image's JSON in the API; labeling
+# sets it (an image's labels are labeling's, but API clients want them with the image).
+image_label_summary: Callable[[Any], dict] | None = None
+
+
+def set_image_label_summary(func: Callable[[Any], dict]) -> None:
+    global image_label_summary
+    image_label_summary = func

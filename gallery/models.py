@@ -202,6 +202,10 @@ class Album(models.Model):
     is_training_source = models.BooleanField(
         default=False, help_text="Offer this album as a dataset when starting a training run."
     )
+    trigger_word = models.CharField(
+        max_length=100, blank=True,
+        help_text="Put first in every caption this album trains and exports with (the LoRA's activation word).",
+    )
     images = models.ManyToManyField(Image, through="AlbumImage", related_name="albums")
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)

@@ -3,7 +3,7 @@ from django.utils import timezone
 
 from imagineer.jobs import job_cancel
 
-from .models import Label, LabelingJob, ReviewState
+from .models import CaptionRevision, Label, LabelerSettings, LabelingJob, ReviewState
 
 
 @admin.register(Label)
@@ -46,3 +46,26 @@ class LabelingJobAdmin(admin.ModelAdmin):
     def cancel(self, request, queryset):
         count = sum(1 for job in queryset if job_cancel(job))
         self.message_user(request, f"{count} job(s) cancelled or asked to stop.")
+
+
+@admin.register(LabelerSettings)
+class LabelerSettingsAdmin(admin.ModelAdmin):
+    """Model folders and options of the offline tagger and captioner (one row)."""
+
+    def has_add_permission(self, request):
+        return not LabelerSettings.objects.exists()
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def save_model(self, request, obj, form, change):
+        obj.pk = 1
+        super().save_model(request, obj, form, change)
+
+
+@admin.register(CaptionRevision)
+class CaptionRevisionAdmin(admin.ModelAdmin):
+    list_display = ("image", "tool", "old_text", "new_text", "user", "created_at")
+    list_filter = ("tool",)
+    raw_id_fields = ("image", "label", "user")
+    readonly_fields = ("image", "label", "old_text", "new_text", "tool", "user", "created_at")

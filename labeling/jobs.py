@@ -11,7 +11,7 @@ from django.core.files.storage import default_storage
 
 from imagineer.jobs import JobContext, JobError, run_job
 
-from .models import Label, LabelingJob
+from .models import Label, LabelerSettings, LabelingJob
 from .services import BACKEND_SOURCES, job_images, labels_store_result
 
 MAX_RECORDED_ERRORS = 500
@@ -45,7 +45,7 @@ def label_images_body(ctx: JobContext) -> None:
     if not todo:
         ctx.update(progress=1.0, message="Every image already has labels from this backend.", check_cancel=False)
         return
-    backend = get_backend(job.backend)
+    backend = get_backend(job.backend, **LabelerSettings.current().backend_options(job.backend))
     try:
         backend.check()
     except BackendUnavailable as exc:

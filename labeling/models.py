@@ -20,11 +20,14 @@ class LabelKind(models.TextChoices):
 class LabelSource(models.TextChoices):
     CLAUDE = "claude", "Claude"
     LOCAL = "local", "Local labeler"
+    TAGGER = "tagger", "ONNX tagger"
+    CAPTIONER = "captioner", "Captioner"
     MANUAL = "manual", "Manual"
     SCRAPER = "scraper", "Scraper"
 
 
-MACHINE_SOURCES = (LabelSource.CLAUDE, LabelSource.LOCAL, LabelSource.SCRAPER)
+MACHINE_SOURCES = (LabelSource.CLAUDE, LabelSource.LOCAL, LabelSource.TAGGER, LabelSource.CAPTIONER,
+                   LabelSource.SCRAPER)
 
 
 class ReviewState(models.TextChoices):
@@ -88,7 +91,7 @@ class LabelingJob(Job):
     quota_kind = "labeling"
 
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="labeling_jobs")
-    backend = models.CharField(max_length=20, help_text="local, claude-docker or anthropic.")
+    backend = models.CharField(max_length=20, help_text="local, tagger, captioner, claude-docker or anthropic.")
     album = models.ForeignKey("gallery.Album", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     image_ids = models.JSONField(default=list, blank=True, help_text="The selection, when not a whole album.")
     force = models.BooleanField(default=False, help_text="Label again images this backend already labelled.")
@@ -103,3 +106,98 @@ class LabelingJob(Job):
 
     def get_absolute_url(self) -> str:
         return reverse("labeling:job_detail", args=[self.pk])
+
+
+class CaptionRevision(models.Model):
+    """One change to a caption label's text: what it was, what it became, by whom and with which tool.
+
+    Together with the training runs' frozen snapshots this is an image's caption history.
+    """
+
+    image = models.ForeignKey("gallery.Image", on_delete=models.CASCADE, related_name="caption_revisions")
+    label = models.ForeignKey(Label, null=True, blank=True, on_delete=models.SET_NULL, related_name="revisions")
+    old_text = models.TextField(blank=True)
+    new_text = models.TextField(blank=True)
+    tool = models.CharField(max_length=40, help_text="What changed it: edit, replace, template, ...")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                             related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+
+    def __str__(self) -> str:
+        return f"{self.image_id}: {self.old_text[:30]!r} -> {self.new_text[:30]!r} ({self.tool})"
+
+
+class CaptionTemplate(models.Model):
+    """How an album's training captions are put together from each image's tags and caption."""
+
+    album = models.OneToOneField("gallery.Album", on_delete=models.CASCADE, related_name="caption_template")
+    template = models.CharField(max_length=300, help_text="Placeholders: {trigger}, {tags}, {caption}.")
+    updated_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return self.template
+
+
+class LabelerSettings(models.Model):
+    """The offline labelers' model folders and options, set in the admin; empty fields use the settings.
+
+    One row (pk 1). Paths are folders on the labeling workers (relative ones are under MODELS_DIR).
+    """
+
+    tagger_dir = models.CharField(max_length=500, blank=True,
+                                  help_text="Folder with model.onnx and selected_tags.csv. Empty: "
+                                            "LABEL_TAGGER_DIR (IMAGINEER_TAGGER_DIR).")
+    general_threshold = models.FloatField(null=True, blank=True,
+                                          help_text="Keep general tags scoring at least this (0..1). Empty: 0.35 "
+                                                    "or IMAGINEER_TAGGER_GENERAL_THRESHOLD.")
+    character_threshold = models.FloatField(null=True, blank=True,
+                                            help_text="Keep character tags scoring at least this (0..1). Empty: "
+                                                      "0.85 or IMAGINEER_TAGGER_CHARACTER_THRESHOLD.")
+    blacklist = models.TextField(blank=True, help_text="Comma-separated tags the tagger never keeps "
+                                                       "(added to IMAGINEER_TAGGER_BLACKLIST).")
+    captioner_dir = models.CharField(max_length=500, blank=True,
+                                     help_text="Folder with a transformers captioner checkpoint. Empty: "
+                                               "LABEL_CAPTIONER_DIR (IMAGINEER_CAPTIONER_DIR).")
+    captioner_prompt = models.CharField(max_length=200, blank=True,
+                                        help_text="Task prompt, e.g. <MORE_DETAILED_CAPTION> for Florence-2. "
+                                                  "Empty: IMAGINEER_CAPTIONER_PROMPT.")
+
+    class Meta:
+        verbose_name = verbose_name_plural = "Labeler settings"
+
+    def __str__(self) -> str:
+        return "Labeler settings"
+
+    @classmethod
+    def current(cls) -> LabelerSettings:
+        return cls.objects.filter(pk=1).first() or cls(pk=1)
+
+    def backend_options(self, backend: str) -> dict:
+        """Constructor options for `get_backend(backend, ...)`: only what the admin set."""
+        from pathlib import Path
+
+        def folder(value: str):
+            path = Path(value)
+            return path if path.is_absolute() else Path(settings.MODELS_DIR) / path
+
+        options: dict = {}
+        if backend == "tagger":
+            if self.tagger_dir:
+                options["model_dir"] = folder(self.tagger_dir)
+            if self.general_threshold is not None:
+                options["general_threshold"] = self.general_threshold
+            if self.character_threshold is not None:
+                options["character_threshold"] = self.character_threshold
+            if self.blacklist.strip():
+                options["blacklist"] = ",".join([settings.LABEL_TAGGER_BLACKLIST, self.blacklist])
+        elif backend == "captioner":
+            if self.captioner_dir:
+                options["model_dir"] = folder(self.captioner_dir)
+            if self.captioner_prompt:
+                options["prompt"] = self.captioner_prompt
+        return options

@@ -9,9 +9,9 @@ from django.db.models import Count, Q
 from .models import MACHINE_SOURCES, Label, LabelKind, LabelSource, ReviewState
 
 
-def training_captions(image_ids: list[int], *, fallback: str = "", append_tags: bool = False) -> dict[int, str]:
-    """The caption each image trains with: its manual caption, else an approved machine caption,
-    else its tags joined, else `fallback` (the album name). One query for any number of images."""
+def caption_parts(image_ids: list[int]) -> dict[int, tuple[str, list[str]]]:
+    """Each image's (caption, tags): its manual caption, else its first approved machine caption, else "";
+    and its usable tags in the order they were added. One query for any number of images."""
     rows = (Label.objects.filter(image_id__in=image_ids).usable()
             .filter(kind__in=[LabelKind.CAPTION, LabelKind.TAG])
             .order_by("image_id", "created_at", "pk")
@@ -27,12 +27,42 @@ def training_captions(image_ids: list[int], *, fallback: str = "", append_tags: 
                 approved.setdefault(image_id, value)
         elif value not in tags[image_id]:
             tags[image_id].append(value)
+    return {i: (manual.get(i) or approved.get(i) or "", tags[i]) for i in image_ids}
+
+
+def training_captions(image_ids: list[int], *, fallback: str = "", append_tags: bool = False) -> dict[int, str]:
+    """The caption each image trains with: its manual caption, else an approved machine caption,
+    else its tags joined, else `fallback` (the album name). One query for any number of images."""
     captions = {}
-    for image_id in image_ids:
-        caption = manual.get(image_id) or approved.get(image_id)
-        if caption and append_tags and tags[image_id]:
-            caption = f"{caption}, {', '.join(tags[image_id])}"
-        captions[image_id] = caption or ", ".join(tags[image_id]) or fallback
+    for image_id, (caption, tags) in caption_parts(image_ids).items():
+        if caption and append_tags and tags:
+            caption = f"{caption}, {', '.join(tags)}"
+        captions[image_id] = caption or ", ".join(tags) or fallback
+    return captions
+
+
+def image_label_summary(image) -> dict:
+    """An image's usable tags and its training caption, for the image's JSON in the API."""
+    caption, tags = caption_parts([image.pk])[image.pk]
+    return {"tags": tags, "training_caption": caption or ", ".join(tags)}
+
+
+def album_training_captions(album, image_ids: list[int], *, append_tags: bool = False) -> dict[int, str]:
+    """What each of an album's images trains and exports with: the album's caption template when it has
+    one, else the plain training caption; the album's trigger word first unless the template places it.
+    Training runs freeze this into their snapshot."""
+    from .captions import apply_trigger, render_template
+    from .models import CaptionTemplate
+
+    template = CaptionTemplate.objects.filter(album=album).values_list("template", flat=True).first() or ""
+    trigger = getattr(album, "trigger_word", "") or ""
+    if not template:
+        plain = training_captions(image_ids, fallback=album.name, append_tags=append_tags)
+        return {i: apply_trigger(text, trigger) for i, text in plain.items()}
+    captions = {}
+    for image_id, (caption, tags) in caption_parts(image_ids).items():
+        text = render_template(template, trigger=trigger, tags=tags, caption=caption) or album.name
+        captions[image_id] = text if "{trigger}" in template else apply_trigger(text, trigger)
     return captions
 
 

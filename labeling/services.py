@@ -17,10 +17,11 @@ from gallery.models import Album, Image
 from imagineer.jobs import enqueue_job, ensure_queue_available
 from imagineer.quotas import quota_check
 
-from .models import MACHINE_SOURCES, Label, LabelingJob, LabelKind, LabelSource, ReviewState
-from .selectors import training_captions
+from .models import MACHINE_SOURCES, CaptionRevision, Label, LabelingJob, LabelKind, LabelSource, ReviewState
+from .selectors import album_training_captions
 
-BACKEND_SOURCES = {"local": LabelSource.LOCAL, "claude-docker": LabelSource.CLAUDE, "anthropic": LabelSource.CLAUDE}
+BACKEND_SOURCES = {"local": LabelSource.LOCAL, "tagger": LabelSource.TAGGER, "captioner": LabelSource.CAPTIONER,
+                   "claude-docker": LabelSource.CLAUDE, "anthropic": LabelSource.CLAUDE}
 # A machine NSFW verdict this sure hides the image from anonymous visitors at once; people can undo it.
 NSFW_AUTO_FLAG_CONFIDENCE = 0.6
 MAX_TAG_LENGTH = 64
@@ -59,6 +60,7 @@ def labels_store_result(*, image: Image, result, source: str, job: LabelingJob |
     if result.caption:
         rows.append(Label(kind=LabelKind.CAPTION, value=result.caption.strip(), **common))
     seen: set[tuple[str, str]] = set()
+    scores = getattr(result, "tag_confidences", None) or {}
     for kind, values in ((LabelKind.TAG, result.tags), (LabelKind.CATEGORY, result.categories)):
         for raw in values:
             try:
@@ -67,7 +69,8 @@ def labels_store_result(*, image: Image, result, source: str, job: LabelingJob |
                 continue
             if (kind, value) not in seen:
                 seen.add((kind, value))
-                rows.append(Label(kind=kind, value=value, **common))
+                score = scores.get(raw) if kind == LabelKind.TAG else None
+                rows.append(Label(kind=kind, value=value, confidence=score, **common))
     if result.nsfw is not None:
         rows.append(Label(kind=LabelKind.NSFW, value="nsfw" if result.nsfw else "safe",
                           confidence=result.nsfw_confidence, **common))
@@ -98,21 +101,31 @@ def tag_add(*, image: Image, user, value: str, kind: str = LabelKind.TAG) -> Lab
 def caption_set(*, image: Image, user, text: str) -> Label | None:
     """The manual caption: one per image; an empty text removes it."""
     text = text.strip()
+    if len(text) > 2000:
+        raise LabelInputError("Captions are at most 2000 characters.")
     with transaction.atomic():
-        Label.objects.filter(image=image, kind=LabelKind.CAPTION, source=LabelSource.MANUAL).delete()
-        if not text:
-            return None
-        if len(text) > 2000:
-            raise LabelInputError("Captions are at most 2000 characters.")
-        return Label.objects.create(image=image, kind=LabelKind.CAPTION, source=LabelSource.MANUAL, value=text,
-                                    created_by=user, review_state=ReviewState.APPROVED)
+        old = Label.objects.filter(image=image, kind=LabelKind.CAPTION, source=LabelSource.MANUAL)
+        old_text = old.values_list("value", flat=True).first() or ""
+        old.delete()
+        label = None
+        if text:
+            label = Label.objects.create(image=image, kind=LabelKind.CAPTION, source=LabelSource.MANUAL,
+                                         value=text, created_by=user, review_state=ReviewState.APPROVED)
+        if text != old_text:
+            CaptionRevision.objects.create(image=image, label=label, old_text=old_text, new_text=text, tool="edit",
+                                           user=user)
+        return label
 
 
+@transaction.atomic
 def label_update(*, label: Label, user, value: str) -> Label:
     """Editing a machine label's text makes it the person's: it becomes an approved manual label."""
     value = value.strip() if label.kind == LabelKind.CAPTION else normalise_tag(value)
     if not value:
         raise LabelInputError("A label cannot be empty.")
+    if label.kind == LabelKind.CAPTION and value != label.value:
+        CaptionRevision.objects.create(image_id=label.image_id, label=label, old_text=label.value, new_text=value,
+                                       tool="edit", user=user)
     label.value = value
     label.source = LabelSource.MANUAL
     label.created_by = user
@@ -152,7 +165,7 @@ def labeling_job_start(*, user, backend: str, album: Album | None = None, image_
     Raises LabelInputError, QuotaExceeded (too many labeling jobs queued or running) or QueueUnavailable.
     """
     if backend not in BACKEND_SOURCES:
-        raise LabelInputError(f"Unknown backend {backend!r}; choose local, claude-docker or anthropic.")
+        raise LabelInputError(f"Unknown backend {backend!r}; choose one of {', '.join(BACKEND_SOURCES)}.")
     if album is None and not image_ids:
         raise LabelInputError("Choose an album or some images to label.")
     if album is not None and not (user.is_staff or album.owner_id == user.pk):
@@ -179,7 +192,7 @@ def job_images(job: LabelingJob):
 def _dataset_rows(album: Album, *, user, append_tags: bool) -> list[tuple[Image, str]]:
     # The export hands out originals: only the images `user` may see now, never whatever the album holds.
     images = list(album.images_visible_to(user))
-    captions = training_captions([i.pk for i in images], fallback=album.name, append_tags=append_tags)
+    captions = album_training_captions(album, [i.pk for i in images], append_tags=append_tags)
     return [(image, captions[image.pk]) for image in images]
 
 

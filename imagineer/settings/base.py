@@ -379,7 +379,19 @@ LABEL_CONTAINER_PIDS = env_int("IMAGINEER_LABEL_PIDS", 256, minimum=16)
 # backend's own variables (credentials, HOME) win over these.
 LABEL_CONTAINER_ENV = env_dict("IMAGINEER_LABEL_ENV")
 LABEL_BATCH_SIZE = env_int("IMAGINEER_LABEL_BATCH_SIZE", 8, minimum=1, maximum=100)
-LABEL_DEFAULT_BACKEND = env_choice("IMAGINEER_LABEL_BACKEND", "local", {"local", "claude-docker", "anthropic"})
+LABEL_DEFAULT_BACKEND = env_choice("IMAGINEER_LABEL_BACKEND", "local",
+                                   {"local", "tagger", "captioner", "claude-docker", "anthropic"})
+# Offline labelers (README, "Offline labelers"): folders on each labeling worker; the admin's
+# "Labeler settings" override them. `manage.py fetch_label_models` downloads the repos below into them.
+LABEL_TAGGER_DIR = env_path("IMAGINEER_TAGGER_DIR", MODELS_DIR / "labelers" / "wd-tagger")
+LABEL_TAGGER_REPO = env_str("IMAGINEER_TAGGER_REPO", "SmilingWolf/wd-swinv2-tagger-v3")
+LABEL_TAGGER_GENERAL_THRESHOLD = env_float("IMAGINEER_TAGGER_GENERAL_THRESHOLD", 0.35, minimum=0.0)
+LABEL_TAGGER_CHARACTER_THRESHOLD = env_float("IMAGINEER_TAGGER_CHARACTER_THRESHOLD", 0.85, minimum=0.0)
+LABEL_TAGGER_BLACKLIST = env_str("IMAGINEER_TAGGER_BLACKLIST", "")  # comma-separated tags never kept
+LABEL_CAPTIONER_DIR = env_path("IMAGINEER_CAPTIONER_DIR", MODELS_DIR / "labelers" / "captioner")
+LABEL_CAPTIONER_REPO = env_str("IMAGINEER_CAPTIONER_REPO", "Salesforce/blip-image-captioning-base")
+LABEL_CAPTIONER_PROMPT = env_str("IMAGINEER_CAPTIONER_PROMPT", "")  # Florence-2: <MORE_DETAILED_CAPTION>
+LABEL_CAPTIONER_MAX_TOKENS = env_int("IMAGINEER_CAPTIONER_MAX_TOKENS", 60, minimum=1, maximum=500)
 ANTHROPIC_API_KEY = env_str("ANTHROPIC_API_KEY")
 ANTHROPIC_BASE_URL = env_str("ANTHROPIC_BASE_URL")
 ANTHROPIC_MODEL = env_str("IMAGINEER_ANTHROPIC_MODEL", "claude-sonnet-4-5")

@@ -1,10 +1,10 @@
 """Labeling backends behind one interface (see base.py).
 
-    backend = get_backend("claude-docker")   # or "anthropic", "local"
+    backend = get_backend("claude-docker")   # or "anthropic", "local", "tagger", "captioner"
     backend.check()                          # BackendUnavailable with a message a user can act on
     outcomes = backend.label_batch(images, should_stop=lambda: job.cancel_requested)
 
-Importing this package is cheap: docker, anthropic and nudenet are imported inside the
+Importing this package is cheap: docker, anthropic, nudenet, onnxruntime, torch and transformers are imported inside the
 functions that use them, so the web process never loads them.
 """
 
@@ -25,7 +25,7 @@ from .base import (
     UnknownBackend,
 )
 
-BACKEND_NAMES = ("local", "claude-docker", "anthropic")
+BACKEND_NAMES = ("local", "tagger", "captioner", "claude-docker", "anthropic")
 
 __all__ = [
     "BACKEND_NAMES",
@@ -58,6 +58,14 @@ def get_backend(name: str, **options) -> Backend:
         from .anthropic import AnthropicBackend
 
         return AnthropicBackend(**options)
+    if name == "tagger":
+        from .tagger import TaggerBackend
+
+        return TaggerBackend(**options)
+    if name == "captioner":
+        from .captioner import CaptionerBackend
+
+        return CaptionerBackend(**options)
     if name == "local":
         from .local import LocalBackend
 

@@ -72,6 +72,8 @@ class LabelResult:
     nsfw_confidence: float | None
     model: str
     version: str
+    # Per-tag confidence (0..1) where the backend scores each tag, like the ONNX tagger.
+    tag_confidences: dict[str, float] | None = None
 
 
 @dataclass(frozen=True)

@@ -140,15 +140,18 @@ def nsfw_verdict(detections: list[dict]) -> tuple[bool, float]:
     return False, round(1.0 - score, 4)
 
 
-def _open_rgb(path):
-    """(width, height, RGB picture) with EXIF orientation applied and transparency flattened on white."""
+def _open_rgb(path, *, max_side: int | None = _DETECT_SIZE):
+    """(width, height, RGB picture) with EXIF orientation applied and transparency flattened on white.
+
+    `max_side` shrinks the picture (and lets a JPEG decode smaller); None keeps every pixel."""
     from PIL import Image, ImageOps
 
     with Image.open(path, formats=ALLOWED_FORMATS) as source:
         width, height = source.size  # the header's size: draft() below may decode a JPEG smaller
         if source.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # EXIF orientations that turn by 90°
             width, height = height, width
-        source.draft("RGB", (_DETECT_SIZE, _DETECT_SIZE))
+        if max_side:
+            source.draft("RGB", (max_side, max_side))
         picture = ImageOps.exif_transpose(source)
         if picture.mode in ("RGBA", "LA", "PA", "P") and (picture.mode != "P" or "transparency" in picture.info):
             rgba = picture.convert("RGBA")
@@ -157,7 +160,8 @@ def _open_rgb(path):
             picture = flat
         else:
             picture = picture.convert("RGB")
-        picture.thumbnail((_DETECT_SIZE, _DETECT_SIZE))
+        if max_side:
+            picture.thumbnail((max_side, max_side))
     return width, height, picture
 
 

@@ -124,3 +124,39 @@ def stub_anthropic():
     server = StubAnthropicServer().start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def tiny_tagger_dir(tmp_path_factory) -> Path:
+    from labeling.testing.tiny_labelers import build_tiny_tagger
+
+    return build_tiny_tagger(tmp_path_factory.mktemp("tiny-tagger"))
+
+
+@pytest.fixture(scope="session")
+def tiny_captioner_dir(tmp_path_factory) -> Path:
+    from labeling.testing.tiny_labelers import build_tiny_captioner
+
+    return build_tiny_captioner(tmp_path_factory.mktemp("tiny-captioner"))
+
+
+def solid_png(colour, size=(64, 64)) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", size, colour).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def colour_album(user, ingest):
+    """An album of alice's with a red and a blue picture (the tiny tagger's favourite colours)."""
+    from gallery import services as gallery_services
+
+    album = gallery_services.album_create(owner=user, name="Colours")
+    red = ingest(user, solid_png((255, 0, 0)), filename="red.png")
+    blue = ingest(user, solid_png((0, 0, 255)), filename="blue.png")
+    gallery_services.album_add_images(album=album, images=[red, blue])
+    return album, red, blue

@@ -20,7 +20,8 @@ from labeling.backends import (
 
 @pytest.mark.parametrize(
     ("name", "class_name"),
-    [("claude-docker", "ContainerBackend"), ("anthropic", "AnthropicBackend"), ("local", "LocalBackend")],
+    [("claude-docker", "ContainerBackend"), ("anthropic", "AnthropicBackend"), ("local", "LocalBackend"),
+     ("tagger", "TaggerBackend"), ("captioner", "CaptionerBackend")],
 )
 def test_it_returns_each_backend_by_name(name, class_name):
     backend = get_backend(name)
@@ -32,7 +33,8 @@ def test_it_returns_each_backend_by_name(name, class_name):
 
 
 def test_it_rejects_an_unknown_name():
-    with pytest.raises(UnknownBackend, match="Unknown labeling backend 'gpt'; choose one of: local, claude-docker"):
+    with pytest.raises(UnknownBackend,
+                       match="Unknown labeling backend 'gpt'; choose one of: local, tagger, captioner, claude-docker"):
         get_backend("gpt")
 
 
@@ -41,8 +43,9 @@ def test_importing_the_backends_loads_no_heavy_library():
         "import django, os; os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'imagineer.settings.test'); django.setup();"
         "import sys, labeling.backends as b;"
         "[b.get_backend(n) for n in b.BACKEND_NAMES];"
-        "from labeling.backends import container, anthropic, local, schema, prompt;"
-        "print(sorted(m for m in ('docker', 'anthropic', 'nudenet', 'onnxruntime', 'cv2') if m in sys.modules))"
+        "from labeling.backends import container, anthropic, local, schema, prompt, tagger, captioner;"
+        "print(sorted(m for m in ('docker', 'anthropic', 'nudenet', 'onnxruntime', 'cv2', 'torch', 'transformers')"
+        " if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parents[2])

@@ -42,7 +42,7 @@ class LoraOut(Schema):
     weight: float
 
 
-class ImageOut(Schema):
+class GenerationImageOut(Schema):  # not "ImageOut": that name is the gallery's in the OpenAPI schema
     id: int
     index: int
     seed: int
@@ -76,7 +76,7 @@ class GenerationOut(Schema):
     started_at: datetime | None
     finished_at: datetime | None
     url: str
-    images: list[ImageOut]
+    images: list[GenerationImageOut]
 
 
 def _out(job: GenerationJob, positions: dict[int, int] | None = None) -> dict:

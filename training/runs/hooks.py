@@ -38,6 +38,27 @@ def public_lora_lineage(image) -> list[dict]:
             for lora in loras if _used(lora.training_run, image)]
 
 
+def image_caption_usage(image, user) -> list[dict]:
+    """For labeling's caption history: the runs `user` may open that trained on `image`, with the caption
+    each run's frozen snapshot recorded for it."""
+    from django.db.models import Q
+
+    from .selectors import runs_visible_to
+
+    if not user.is_authenticated:
+        return []
+    candidates = (runs_visible_to(user).filter(Q(owner_id=image.owner_id) | Q(owner=user))
+                  .order_by("-pk")[:RUN_SCAN_LIMIT])
+    usage = []
+    for run in candidates:
+        entry = next((e for e in run.dataset if e.get("image_id") == image.pk), None)
+        if entry is not None:
+            usage.append({"name": run.name, "url": run.get_absolute_url(), "caption": entry.get("caption", ""),
+                          "created_at": run.created_at, "status": run.get_status_display(),
+                          "album_id": entry.get("album_id")})
+    return usage
+
+
 def remove_orphan_datasets() -> int:
     """Reaper hook: temporary dataset folders of runs whose worker died."""
     from .services import remove_orphan_datasets as remove
@@ -52,3 +73,7 @@ def register() -> None:
     hooks.detail_panels.append(("training/runs/_image_panel.html", image_training_panel))
     hooks.lineage_hooks.append(public_lora_lineage)
     jobs.reaper_hooks.append(remove_orphan_datasets)
+
+    from labeling import hooks as labeling_hooks
+
+    labeling_hooks.caption_usage_hooks.append(image_caption_usage)

@@ -22,7 +22,7 @@ class Command(BaseCommand):
         target.add_argument("--album", metavar="NAME", help="Album name.")
         target.add_argument("--image", metavar="ID", type=int, nargs="+", help="Image ids.")
         parser.add_argument("--backend", choices=BACKEND_NAMES, default=None,
-                            help="local (offline default), claude-docker or anthropic.")
+                            help="local (offline default), tagger, captioner, claude-docker or anthropic.")
         parser.add_argument("--owner", metavar="USERNAME", help="Whose album/images (needed when ambiguous).")
         parser.add_argument("--force", action="store_true", help="Label again images already labelled.")
         add_run_mode_arguments(parser)

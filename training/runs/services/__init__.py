@@ -20,7 +20,7 @@ from imagineer.artifacts import artifact_delete_prefix
 from imagineer.jobs import enqueue_job, ensure_queue_available, job_cancel
 from imagineer.models import JobStatus
 from imagineer.quotas import CostTooHigh, quota_check, training_cost_check
-from labeling.selectors import training_captions
+from labeling.selectors import album_training_captions
 
 from ...models import BaseModel, LoraModel, ModelKind, TrainingRun, TrainingStage
 from ..artifacts import checkpoint_prefix, stored_checkpoints
@@ -46,7 +46,8 @@ def dataset_snapshot(*, user, albums: Sequence[Album]) -> list[dict[str, Any]]:
     seen: set[int] = set()
     for album in albums:
         images = [img for img in album.images_visible_to(user) if img.pk not in seen]
-        captions = training_captions([img.pk for img in images], fallback=album.name)
+        # The album's trigger word and caption template apply (labeling's caption tools).
+        captions = album_training_captions(album, [img.pk for img in images])
         for img in images:
             seen.add(img.pk)
             entries.append({"image_id": img.pk, "sha256": img.sha256, "caption": captions[img.pk],
