@@ -249,3 +249,40 @@ def test_legacy_schedulers_are_not_offered_but_old_jobs_still_validate():
 
     assert "deis" not in SCHEDULERS and "ddpm" not in SCHEDULERS
     validate_generation_params(prompt="p", scheduler="deis", steps=2, guidance_scale=7, seed=1, width=64, height=64)
+
+
+@pytest.mark.slow
+def test_flux_flow_matching_steps_lower_the_loss_and_export_to_comfys_key_map(tiny_models):
+    import torch
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    from training.ml.families import flux_train
+    from training.ml.families.flux import TRANSFORMER_ATTENTION
+
+    pipe = load_pipeline(str(tiny_models["flux"]), kind="flux", device="cpu")
+    accepted = flux_train.comfy_key_map(pipe.transformer)  # before peft wraps the layers
+    for module in (pipe.vae, pipe.text_encoder, pipe.text_encoder_2, pipe.transformer):
+        module.requires_grad_(False)
+    pipe.transformer.add_adapter(LoraConfig(r=4, lora_alpha=2, init_lora_weights="gaussian",
+                                            target_modules=list(TRANSFORMER_ATTENTION)))
+    params = [p for p in pipe.transformer.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=1e-2)
+    latents = flux_train.encode_latents(pipe.vae, torch.rand(2, 3, 32, 32) * 2 - 1, torch.Generator().manual_seed(0))
+    text = flux_train.encode_text(pipe, ["a red square", "a blue square"], "cpu")
+    losses = []
+    for _ in range(6):
+        batch = flux_train.make_batch(pipe, latents, torch.Generator().manual_seed(1))
+        assert batch.guidance is not None and 0 < float(batch.timesteps.min()) < 1
+        loss = flux_train.flow_loss(flux_train.predict(pipe, pipe.transformer, batch, text), batch.target)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(float(loss))
+    assert losses[-1] < losses[0]
+
+    exported = flux_train.to_comfy(get_peft_model_state_dict(pipe.transformer), alpha=2)
+    layers = {key.rsplit(".", 2)[0] for key in exported if key.endswith(".weight")}
+    assert len(layers) == 11 and layers <= accepted.keys()  # 8 per double block, 3 per single block
+    assert {accepted[name].rsplit(".", 1)[-1] for name in layers} >= {"to_q", "add_q_proj", "to_add_out"}
+    assert all(float(exported[f"{name}.alpha"]) == 2 for name in layers)
