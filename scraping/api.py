@@ -35,6 +35,7 @@ class ScrapeIn(Schema):
     obey_robots: bool | None = None
     delay: float | None = None
     autothrottle: bool | None = None
+    optout_policy: str | None = None
 
 
 class ScrapeOut(Schema):
@@ -55,6 +56,7 @@ class ScrapeOut(Schema):
     max_images: int
     depth: int
     allowed_domains: list
+    optout_policy: str
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
@@ -88,6 +90,9 @@ class ItemOut(Schema):
     width: int | None
     height: int | None
     format: str
+    optout: list
+    licence_hints: list
+    fetched_at: datetime | None
 
 
 def _job(request, pk: int) -> ScrapeJob:

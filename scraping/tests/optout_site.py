@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import random
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -101,8 +102,8 @@ EXPECTED: dict[str, tuple[str, str] | None] = {
 
 
 def _png(seed: int) -> bytes:
-    """A distinct 96×96 PNG per image (above the scrape tests' 1000-byte minimum)."""
-    raw = bytes((seed * 37 + x * 7 + y * 13) % 256 for y in range(96) for x in range(96 * 3))
+    """A distinct 96×96 PNG per image (well above the scrape tests' 1000-byte minimum)."""
+    raw = random.Random(seed).randbytes(96 * 96 * 3)  # noise: never compresses below the minimum
     im = Image.frombytes("RGB", (96, 96), raw)
     out = io.BytesIO()
     im.save(out, format="PNG")
