@@ -194,9 +194,13 @@ def provenance_record(*, image: Image, data: bytes, fetched_at: datetime | None 
     return row
 
 
-def provenance_fields(image: Image) -> dict[str, Any]:
-    """The provenance of one image as plain JSON, for exports, run snapshots and model metadata."""
-    prov = getattr(image, "provenance", None) if _has_provenance(image) else None
+def provenance_fields(image: Image, prov: ImageProvenance | None = None, *, lookup: bool = True) -> dict[str, Any]:
+    """The provenance of one image as plain JSON, for exports, run snapshots and model metadata.
+
+    ``prov``: its row when the caller has it (``provenance_map``); ``lookup=False``: do not query for it.
+    """
+    if prov is None and lookup:
+        prov = ImageProvenance.objects.filter(image_id=image.pk).first()
     return {
         "source": image.source,
         "source_url": image.source_url,
@@ -211,12 +215,11 @@ def provenance_fields(image: Image) -> dict[str, Any]:
     }
 
 
-def _has_provenance(image: Image) -> bool:
-    try:
-        image.provenance  # noqa: B018 - the reverse one-to-one raises when there is no row
-    except ImageProvenance.DoesNotExist:
-        return False
-    return True
+def provenance_map(images: Iterable[Image]) -> dict[int, dict[str, Any]]:
+    """``provenance_fields`` of many images with one query: {image id: fields}."""
+    images = list(images)
+    rows = ImageProvenance.objects.in_bulk([i.pk for i in images])
+    return {i.pk: provenance_fields(i, rows.get(i.pk), lookup=False) for i in images}
 
 
 def provenance_summary(entries: Iterable[dict[str, Any]]) -> dict[str, Any]:
