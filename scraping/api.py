@@ -128,6 +128,31 @@ def start_scrape(request, payload: ScrapeIn):
     return Status(201, job)
 
 
+class DomainStatsOut(Schema):
+    domain: str
+    jobs: int
+    imported: int
+    duplicates: int
+    failed: int
+    opted_out: int
+
+
+class HistoryStatsOut(Schema):
+    jobs: int
+    seconds: float
+    pages: int
+    downloaded: int
+    pages_per_second: float | None
+    images_per_second: float | None
+    domains: list[DomainStatsOut]
+
+
+@router.get("/scrapes/stats", response=HistoryStatsOut,
+            summary="Your scrape history: average throughput and per-site outcomes")
+def scrape_stats(request):
+    return selectors.history_stats(request.user)
+
+
 @router.get("/scrapes/{job_id}", response=ScrapeOut)
 def get_scrape(request, job_id: int):
     return _job(request, job_id)
