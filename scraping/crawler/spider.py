@@ -104,12 +104,21 @@ class PageScopeMiddleware:
         return None
 
 
+class TdmRepReserved(IgnoreRequest):
+    """An image whose URL tdmrep.json reserves, under the "respect" policy: not downloaded at all."""
+
+    def __init__(self, signals: list[dict[str, str]]) -> None:
+        super().__init__("TDM rights reserved by tdmrep.json")
+        self.signals = signals
+
+
 class TdmRepMiddleware:
     """Reads each origin's ``/.well-known/tdmrep.json`` once, before its first request goes out (like
     robots.txt), and puts the rule covering each request's URL in ``request.meta[TDMREP_META]``.
 
-    It never blocks a request: the spider decides, because the scrape's policy may be "ignore" and the
-    image's provenance records the signal either way. No file, an error or a malformed file: no rules.
+    Under the "respect" policy an image request whose URL is reserved stops here (``TdmRepReserved``): the
+    spider records it as opted out without downloading it. Pages always go through (their links are still
+    followed; their images are opted out by the spider). No file, an error or a malformed file: no rules.
     """
 
     def __init__(self, crawler: Any) -> None:
@@ -128,7 +137,12 @@ class TdmRepMiddleware:
             return None
         origin = f"{parts.scheme}://{parts.netloc}"
         rules = await self._origin_rules(origin)
-        request.meta[TDMREP_META] = rules.match(request.url) if rules is not None else None
+        rule = rules.match(request.url) if rules is not None else None
+        request.meta[TDMREP_META] = rule
+        spider = self.crawler.spider
+        if (rule and rule.get("reserved") and request.meta.get("imagineer_image") is not None
+                and spider is not None and spider.cfg.optout_policy == "respect"):
+            raise TdmRepReserved(optout.tdmrep_signals(rule, where="image", url=request.url))
         return None
 
     async def _origin_rules(self, origin: str) -> Any:
@@ -499,6 +513,9 @@ class ImageSpider(scrapy.Spider):
     def image_error(self, failure: Failure) -> None:
         info = failure.request.meta.get("imagineer_image")
         if info is None or info["url"] in self._outcomes:
+            return
+        if isinstance(failure.value, TdmRepReserved):
+            self._opt_out(info, failure.value.signals)
             return
         bucket, reason, status = self.classify(failure)
         self._fail(info, bucket, reason, status)

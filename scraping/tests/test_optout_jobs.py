@@ -104,4 +104,6 @@ def test_only_staff_may_ignore_opt_outs_in_the_form_and_the_api(user_client, sta
     assert b'value="ignore"' in staff_client.get("/scrapes/").content
     response = staff_client.post("/scrapes/start/", form)
     assert response.status_code == 302
-    assert ScrapeJob.objects.get().optout_policy == "ignore"
+    job = ScrapeJob.objects.get()
+    assert job.optout_policy == "ignore"
+    assert "ignored: opted-out images are imported" in staff_client.get(job.get_absolute_url()).content.decode()
