@@ -115,7 +115,15 @@ def file_hints(data: bytes) -> list[dict[str, str]]:
         from PIL import Image as PILImage
         from PIL import IptcImagePlugin
 
-        with PILImage.open(io.BytesIO(data)) as im:
+        from .imaging import ALLOWED_FORMATS
+
+        with PILImage.open(io.BytesIO(data), formats=ALLOWED_FORMATS) as im:
+            if not hints:  # a packet the raw bytes do not show: a compressed PNG iTXt chunk, say
+                for key in ("xmp", "XML:com.adobe.xmp"):
+                    packet = im.info.get(key)
+                    if packet:
+                        hints = _xmp_hints(packet.encode("utf-8") if isinstance(packet, str) else bytes(packet))
+                        break
             exif = im.getexif()
             for tag, kind in ((EXIF_ARTIST, "artist"), (EXIF_COPYRIGHT, "copyright")):
                 if _clean(exif.get(tag)):

@@ -65,9 +65,9 @@ def jpeg_with_iptc() -> bytes:
     return jpeg[:2] + segment + jpeg[2:]
 
 
-def png_with_xmp() -> bytes:
+def png_with_xmp(*, compressed: bool = False) -> bytes:
     info = PngInfo()
-    info.add_itxt("XML:com.adobe.xmp", XMP)
+    info.add_itxt("XML:com.adobe.xmp", XMP, zip=compressed)
     out = io.BytesIO()
     _picture().save(out, format="PNG", pnginfo=info)
     return out.getvalue()
@@ -93,9 +93,12 @@ def test_iptc_fields_of_a_jpeg():
     assert hints == {"iptc:2:80": "Iptc Byline", "iptc:2:116": "Iptc Copyright Notice"}
 
 
-def test_xmp_in_a_png_text_chunk():
-    hints = _by_source(file_hints(png_with_xmp()))
-    assert hints["xmp:cc:license"] == CC_BY and hints["xmp:dc:creator"] == "Grace Example"
+def test_xmp_in_a_png_text_chunk_plain_or_compressed():
+    for compressed in (False, True):
+        data = png_with_xmp(compressed=compressed)
+        assert (b"<x:xmpmeta" in data) is not compressed
+        hints = _by_source(file_hints(data))
+        assert hints["xmp:cc:license"] == CC_BY and hints["xmp:dc:creator"] == "Grace Example"
 
 
 def test_files_without_metadata_or_with_a_broken_packet_give_no_hints():
