@@ -42,20 +42,21 @@ def _signal(signal: str, value: str, where: str, url: str) -> dict[str, str]:
 
 
 def robots_directives(value: str, *, token: str) -> set[str]:
-    """The opt-out directives one robots value gives us (header value or meta content)."""
-    text = value.strip()
-    match = re.match(r"^\s*([A-Za-z0-9_.*-]+)\s*:(.*)$", text)
-    if match and match.group(1).lower() not in _VALUED_DIRECTIVES:
-        agent = match.group(1).lower()
-        if agent not in (token, "*"):
-            return set()
-        text = match.group(2)
-    found = set()
-    for part in text.split(","):
+    """The opt-out directives one robots value gives us (header value or meta content).
+
+    ``agent: directive`` starts a group for that user agent, which runs until the next agent (a proxy may
+    have joined several header lines into one): ``otherbot: noai, imagineerbot: noimageai`` gives noimageai.
+    """
+    found: set[str] = set()
+    scope: str | None = None
+    for part in value.split(","):
+        match = re.match(r"^\s*([A-Za-z0-9_.*-]+)\s*:(.*)$", part)
+        if match and match.group(1).lower() not in _VALUED_DIRECTIVES:
+            scope, part = match.group(1).lower(), match.group(2)
         word = part.strip().lower()
         if word == "none":
             word = "noindex"
-        if word in OPTOUT_DIRECTIVES:
+        if word in OPTOUT_DIRECTIVES and scope in (None, token, "*"):
             found.add(word)
     return found
 

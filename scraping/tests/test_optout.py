@@ -20,6 +20,11 @@ def test_x_robots_tag_directives_and_user_agent_scopes():
     assert optout.robots_directives("imagineerbot: noimageindex", token=TOKEN) == {"noimageindex"}
     assert optout.robots_directives("*: noai", token=TOKEN) == {"noai"}
     assert optout.robots_directives("otherbot: noai", token=TOKEN) == set()
+    assert optout.robots_directives("otherbot: noai, noimageai", token=TOKEN) == set()
+    # Header lines joined by a proxy: each agent's group runs until the next agent.
+    assert optout.robots_directives("otherbot: noai, ImagineerBot: noimageindex, nofollow", token=TOKEN) == {
+        "noimageindex"}
+    assert optout.robots_directives("imagineerbot: noai, otherbot: noimageai", token=TOKEN) == {"noai"}
     # "name: value" directives are not user agents.
     assert optout.robots_directives("max-image-preview: none", token=TOKEN) == set()
     assert optout.robots_directives("unavailable_after: 2020-01-01, noai", token=TOKEN) == {"noai"}

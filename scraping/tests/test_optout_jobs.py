@@ -107,3 +107,12 @@ def test_only_staff_may_ignore_opt_outs_in_the_form_and_the_api(user_client, sta
     job = ScrapeJob.objects.get()
     assert job.optout_policy == "ignore"
     assert "ignored: opted-out images are imported" in staff_client.get(job.get_absolute_url()).content.decode()
+
+
+def test_the_command_ignores_opt_outs_only_for_staff_owners(user, staff_user, settings):
+    from django.core.management import CommandError, call_command
+
+    settings.SCRAPE_ALLOW_PRIVATE = True
+    with pytest.raises(CommandError, match="Only staff"):
+        call_command("scrape", "http://127.0.0.1:9/", "--owner", user.username, "--ignore-optouts")
+    assert ScrapeJob.objects.count() == 0
