@@ -77,7 +77,7 @@ def build_settings(cfg: CrawlConfig, guard: HostGuard) -> dict[str, Any]:
             "scrapy.downloadermiddlewares.offsite.OffsiteMiddleware": None,
             "scraping.crawler.spider.PageScopeMiddleware": 50,
             # After the safety checks; its own fetch of tdmrep.json passes through them too.
-            "scraping.crawler.spider.TdmRepMiddleware": 60,
+            "scraping.crawler.tdmrep.TdmRepMiddleware": 60,
         },
         "TWISTED_DNS_RESOLVER": "scraping.crawler.safety.GuardedResolver",
         "DNSCACHE_ENABLED": False,
