@@ -187,19 +187,17 @@ def summarise(hints: list[dict[str, str]]) -> dict[str, str]:
 def provenance_record(*, image: Image, data: bytes, fetched_at: datetime | None = None,
                       optout_signals: list[dict[str, Any]] | None = None, checked: bool = False,
                       page_licence: Iterable[dict[str, Any]] = ()) -> ImageProvenance:
-    """Create (or replace) the image's provenance row; ``checked``: a crawl looked for opt-outs."""
+    """Create the provenance row of a new image; ``checked``: a crawl looked for opt-outs."""
     hints = file_hints(data) + page_hints(page_licence)
     summary = summarise(hints)
     signals = list(optout_signals or [])
     status = OptOutStatus.OPTED_OUT if signals else OptOutStatus.NONE if checked else OptOutStatus.NOT_CHECKED
-    row, _ = ImageProvenance.objects.update_or_create(
-        image=image,
-        defaults={"fetched_at": fetched_at, "optout_status": status, "optout_signals": signals,
-                  "licence_hints": hints, "licence": summary["licence"][:300],
-                  "licence_url": summary["licence_url"][:2000], "copyright": summary["copyright"],
-                  "artist": summary["artist"]},
+    # One INSERT: ingest calls this once, for the image it has just created (a scrape imports thousands).
+    return ImageProvenance.objects.create(
+        image=image, fetched_at=fetched_at, optout_status=status, optout_signals=signals, licence_hints=hints,
+        licence=summary["licence"][:300], licence_url=summary["licence_url"][:2000],
+        copyright=summary["copyright"], artist=summary["artist"],
     )
-    return row
 
 
 def provenance_fields(image: Image, prov: ImageProvenance | None = None, *, lookup: bool = True) -> dict[str, Any]:
