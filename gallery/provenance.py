@@ -108,9 +108,17 @@ def _xmp_hints(data: bytes) -> list[dict[str, str]]:
     return hints
 
 
+# Byte markers of the metadata blocks read below (JPEG APP1/APP13, PNG eXIf/iTXt, WebP EXIF/XMP); a file
+# with none of them (and not a TIFF, whose tags are its structure) is not opened a second time.
+METADATA_MARKERS = (b"Exif", b"eXIf", b"EXIF", b"8BIM", b"xmpmeta", b"XML:com.adobe.xmp", b"XMP ")
+TIFF_MAGIC = (b"II*\x00", b"MM\x00*")
+
+
 def file_hints(data: bytes) -> list[dict[str, str]]:
     """Copyright, artist and licence hints from an image file's XMP packet, IPTC and EXIF fields."""
     hints = _xmp_hints(data)
+    if not data.startswith(TIFF_MAGIC) and not any(marker in data for marker in METADATA_MARKERS):
+        return hints
     try:
         from PIL import Image as PILImage
         from PIL import IptcImagePlugin

@@ -154,3 +154,12 @@ def test_an_image_without_a_row_still_renders(user, user_client, ingest):
     ImageProvenance.objects.filter(image=image).delete()
     html = user_client.get(image.get_absolute_url()).content.decode()
     assert "No provenance recorded" in html
+
+
+def test_tiff_tags_and_webp_xmp():
+    out = io.BytesIO()
+    _picture().save(out, format="TIFF", tiffinfo={315: "Tiff Artist", 33432: "Tiff Copyright"})
+    assert _by_source(file_hints(out.getvalue())) == {"exif:Artist": "Tiff Artist", "exif:Copyright": "Tiff Copyright"}
+    out = io.BytesIO()
+    _picture().save(out, format="WEBP", xmp=XMP.encode())
+    assert _by_source(file_hints(out.getvalue()))["xmp:cc:license"] == CC_BY
