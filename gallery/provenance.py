@@ -163,8 +163,9 @@ def page_hints(raw: Iterable[dict[str, Any]]) -> list[dict[str, str]]:
         value, kind = _clean(hint.get("value")), str(hint.get("kind") or "")[:60]
         if not value:
             continue
+        # A Creative Commons link without rel="license" may just be mentioned on the page: kept, not decisive.
         hint_kind = "artist" if kind.endswith("attributionName") else "copyright" if kind.endswith("dc:rights") \
-            else "licence"
+            else "licence-mention" if kind == "cc-link" else "licence"
         out.append({"kind": hint_kind, "source": f"page:{kind}", "value": value,
                     "page_url": _clean(hint.get("page_url"))[:2000]})
     return out

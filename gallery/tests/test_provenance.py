@@ -122,6 +122,9 @@ def test_licence_names_and_the_summary_prefers_the_file_and_creative_commons():
                        "artist": "Grace Example"}
     only_page = summarise(page_hints([{"kind": "a-rel-license", "value": "https://example.com/terms"}]))
     assert only_page["licence"] == only_page["licence_url"] == "https://example.com/terms"
+    # A plain link to a Creative Commons licence (no rel="license") is recorded but does not decide.
+    mention = page_hints([{"kind": "cc-link", "value": CC_BY}])
+    assert mention[0]["kind"] == "licence-mention" and summarise(mention)["licence"] == ""
 
 
 def test_an_upload_gets_its_provenance_from_the_file(user, ingest):
