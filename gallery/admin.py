@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.utils.html import format_html
 
 from . import services
-from .models import Album, AlbumImage, GalleryPreference, Image
+from .models import Album, AlbumImage, GalleryPreference, Image, ImageProvenance
 
 
 @admin.register(Image)
@@ -113,3 +113,12 @@ class AlbumAdmin(admin.ModelAdmin):
 class GalleryPreferenceAdmin(admin.ModelAdmin):
     list_display = ("user", "nsfw_mode")
     raw_id_fields = ("user",)
+
+
+@admin.register(ImageProvenance)
+class ImageProvenanceAdmin(admin.ModelAdmin):
+    list_display = ("image", "optout_status", "licence", "artist", "fetched_at")
+    list_filter = ("optout_status",)
+    search_fields = ("licence", "copyright", "artist", "image__source_url", "image__source_page_url")
+    raw_id_fields = ("image",)
+    readonly_fields = ("fetched_at", "optout_status", "optout_signals", "licence_hints", "created_at")

@@ -280,3 +280,38 @@ class GalleryPreference(models.Model):
             return NsfwMode.HIDE
         pref = cls.objects.filter(user=user).values_list("nsfw_mode", flat=True).first()
         return pref or NsfwMode.BLUR
+
+
+class OptOutStatus(models.TextChoices):
+    NOT_CHECKED = "not_checked", "Not checked (not fetched from the web)"
+    NONE = "none", "No opt-out found at fetch time"
+    OPTED_OUT = "opted_out", "Opted out at fetch time"
+
+
+class ImageProvenance(models.Model):
+    """Where an image came from and on what terms, as known when it arrived (one row per image)."""
+
+    image = models.OneToOneField(Image, on_delete=models.CASCADE, primary_key=True, related_name="provenance")
+    fetched_at = models.DateTimeField(null=True, blank=True, help_text="When a scrape downloaded it.")
+    optout_status = models.CharField(max_length=12, choices=OptOutStatus.choices, default=OptOutStatus.NOT_CHECKED)
+    optout_signals = models.JSONField(default=list, blank=True,
+                                      help_text="AI opt-out signals at fetch time: [{signal, value, where, url}].")
+    licence = models.CharField(max_length=300, blank=True,
+                               help_text="The licence the hints point to (e.g. CC BY-SA 4.0 or a URL); blank: unknown.")
+    licence_url = models.URLField(max_length=2000, blank=True)
+    copyright = models.CharField(max_length=500, blank=True, help_text="Copyright notice from the file's metadata.")
+    artist = models.CharField(max_length=500, blank=True, help_text="Artist or creator from the file's metadata.")
+    licence_hints = models.JSONField(default=list, blank=True,
+                                     help_text="Every hint found: [{kind, value, ...}] from the page and the file.")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"provenance of image {self.image_id}"
+
+    @property
+    def opted_out(self) -> bool:
+        return self.optout_status == OptOutStatus.OPTED_OUT
+
+    @property
+    def licence_known(self) -> bool:
+        return bool(self.licence)

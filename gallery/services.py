@@ -88,6 +88,7 @@ def image_ingest(
     album: Album | None = None,
     prepared: tuple[ImageInfo, Derivatives | None] | None = None,
     make_derivatives_inline: bool = False,
+    provenance: dict[str, Any] | None = None,
 ) -> IngestResult:
     """Validate, store, hash and record one image for `owner`.
 
@@ -95,6 +96,8 @@ def image_ingest(
     from the trash if needed) and store nothing. On any failure nothing is left
     behind: no row and no file. Thumbnails are queued after commit unless they
     were made here from the same decode (`make_derivatives_inline`, used by indexing).
+    `provenance`: what the source knew (keywords of `gallery.provenance.provenance_record`: fetched_at,
+    optout_signals, checked, page_licence); every new image gets a provenance row with its file's metadata.
     """
     if prepared is None:
         prepared = inspect_image(
@@ -138,6 +141,9 @@ def image_ingest(
                 thumbnail=thumb_name, preview=preview_name,
                 derivatives=DerivativeStatus.READY if derivatives is not None else DerivativeStatus.PENDING,
             )
+            from .provenance import provenance_record
+
+            provenance_record(image=image, data=data, **(provenance or {}))
             if album is not None:
                 album_add_images(album=album, images=[image])
             if derivatives is None:

@@ -200,9 +200,13 @@ def dataset_export(*, album: Album, user, fmt: str, out_dir: Path, append_tags: 
                    repeats: int = 1) -> dict:
     """Write the album as `user` may see it as a training dataset.
 
-    kohya: `<repeats>_<slug>/NNNNN.<ext>` with a `.txt` caption beside each image.
-    jsonl: images plus `metadata.jsonl` (diffusers imagefolder: {"file_name", "text"} per line).
+    kohya: `<repeats>_<slug>/NNNNN.<ext>` with a `.txt` caption beside each image, and `provenance.jsonl`
+    beside the folder ({"file_name", "text", source, licence and opt-out fields} per image).
+    jsonl: images plus `metadata.jsonl` (diffusers imagefolder: {"file_name", "text"} per line, plus the same
+    provenance and licence fields).
     """
+    from gallery.provenance import provenance_map
+
     if fmt not in ("kohya", "jsonl"):
         raise LabelInputError("The format is kohya or jsonl.")
     rows = _dataset_rows(album, user=user, append_tags=append_tags)
@@ -210,16 +214,24 @@ def dataset_export(*, album: Album, user, fmt: str, out_dir: Path, append_tags: 
     target = out_dir / f"{max(1, repeats)}_{album.slug}" if fmt == "kohya" else out_dir
     target.mkdir(parents=True, exist_ok=True)
     lines = []
+    provenance = provenance_map(image for image, _caption in rows)
+    provenance_lines = []
     for n, (image, caption) in enumerate(rows, start=1):
         name = f"{n:05d}{Path(image.file.name).suffix.lower()}"
         with default_storage.open(image.file.name, "rb") as src, open(target / name, "wb") as dst:
             shutil.copyfileobj(src, dst)
         if fmt == "kohya":
             (target / f"{n:05d}.txt").write_text(caption + "\n", encoding="utf-8")
+            provenance_lines.append(json.dumps({"file_name": f"{target.name}/{name}", "text": caption,
+                                                "image_id": image.pk, **provenance[image.pk]}, ensure_ascii=False))
         else:
-            lines.append(json.dumps({"file_name": name, "text": caption}, ensure_ascii=False))
+            lines.append(json.dumps({"file_name": name, "text": caption, **provenance[image.pk]},
+                                    ensure_ascii=False))
     if fmt == "jsonl":
         (target / "metadata.jsonl").write_text("\n".join(lines) + ("\n" if lines else ""), encoding="utf-8")
+    else:
+        (out_dir / "provenance.jsonl").write_text(
+            "\n".join(provenance_lines) + ("\n" if provenance_lines else ""), encoding="utf-8")
     return {"images": len(rows), "folder": str(target)}
 
 

@@ -9,12 +9,13 @@ from .models import ScrapedItem, ScrapeJob
 class ScrapeJobAdmin(admin.ModelAdmin):
     list_display = ("pk", "owner", "host", "album_name", "status", "stage", "pages", "downloaded", "imported",
                     "failed", "duration_text", "created_at")
-    list_filter = ("status", "stage", "crawl_reason")
+    list_filter = ("status", "stage", "crawl_reason", "optout_policy")
     search_fields = ("owner__username", "start_url", "album_name", "message", "error")
     raw_id_fields = ("owner", "album", "rerun_of")
     list_select_related = ("owner",)
     readonly_fields = (
-        "start_url", "status", "stage", "progress", "message", "error", "counters", "error_buckets", "crawl_reason",
+        "start_url", "optout_policy", "status", "stage", "progress", "message", "error", "counters",
+        "error_buckets", "crawl_reason",
         "limits_hit", "crawl_stats", "log_key", "log_tail", "rq_job_id", "created_at", "started_at", "finished_at",
         "heartbeat_at", "cancel_requested", "cancel_requested_at", "attempts",
     )

@@ -35,6 +35,7 @@ class ScrapeIn(Schema):
     obey_robots: bool | None = None
     delay: float | None = None
     autothrottle: bool | None = None
+    optout_policy: str | None = None
 
 
 class ScrapeOut(Schema):
@@ -55,6 +56,7 @@ class ScrapeOut(Schema):
     max_images: int
     depth: int
     allowed_domains: list
+    optout_policy: str
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
@@ -88,6 +90,9 @@ class ItemOut(Schema):
     width: int | None
     height: int | None
     format: str
+    optout: list
+    licence_hints: list
+    fetched_at: datetime | None
 
 
 def _job(request, pk: int) -> ScrapeJob:
@@ -121,6 +126,31 @@ def start_scrape(request, payload: ScrapeIn):
     except QueueUnavailable as exc:
         raise HttpError(503, str(exc))
     return Status(201, job)
+
+
+class DomainStatsOut(Schema):
+    domain: str
+    jobs: int
+    imported: int
+    duplicates: int
+    failed: int
+    opted_out: int
+
+
+class HistoryStatsOut(Schema):
+    jobs: int
+    seconds: float
+    pages: int
+    downloaded: int
+    pages_per_second: float | None
+    images_per_second: float | None
+    domains: list[DomainStatsOut]
+
+
+@router.get("/scrapes/stats", response=HistoryStatsOut,
+            summary="Your scrape history: average throughput and per-site outcomes")
+def scrape_stats(request):
+    return selectors.history_stats(request.user)
 
 
 @router.get("/scrapes/{job_id}", response=ScrapeOut)

@@ -4,7 +4,7 @@ from django import forms
 
 from gallery.models import Album
 
-from .models import Outcome
+from .models import OptOutPolicy, Outcome
 from .services import DEFAULTS, LIMITS, MAX_DOMAINS, ScrapeInputError, normalise_domains, start_url_problem
 
 
@@ -32,6 +32,11 @@ class ScrapeStartForm(forms.Form):
     min_height = _int_field("min_height", "Min height (px)")
     min_bytes = _int_field("min_bytes", "Min file size (bytes)")
     obey_robots = forms.BooleanField(label="Obey robots.txt", required=False, initial=DEFAULTS["obey_robots"])
+    optout_policy = forms.ChoiceField(
+        label="AI opt-outs", choices=OptOutPolicy.choices, initial=OptOutPolicy.RESPECT, required=False,
+        help_text="X-Robots-Tag noai/noimageai/noindex/noimageindex, meta robots and TDMRep reservations. "
+                  "Opted-out images are listed, not imported. Only staff may ignore them.",
+    )
     delay = forms.FloatField(label="Delay between requests (s)", min_value=LIMITS["delay"][0],
                              max_value=LIMITS["delay"][1], initial=DEFAULTS["delay"])
     autothrottle = forms.BooleanField(label="AutoThrottle (adapt to the site's speed)", required=False,
@@ -42,6 +47,8 @@ class ScrapeStartForm(forms.Form):
         self.user = user
         self.albums = {a.pk: a for a in Album.objects.filter(owner=user).order_by("name")}
         self.fields["album"].choices = [("", "A new album"), *((pk, a.name) for pk, a in self.albums.items())]
+        if not user.is_staff:
+            self.fields["optout_policy"].choices = [(OptOutPolicy.RESPECT, OptOutPolicy.RESPECT.label)]
 
     def clean_start_url(self) -> str:
         url = self.cleaned_data["start_url"].strip()
@@ -49,6 +56,9 @@ class ScrapeStartForm(forms.Form):
         if problem:
             raise forms.ValidationError(f"This URL cannot be scraped: {problem}.")
         return url
+
+    def clean_optout_policy(self) -> str:
+        return self.cleaned_data.get("optout_policy") or OptOutPolicy.RESPECT
 
     def clean_allowed_domains(self) -> list[str]:
         try:

@@ -43,6 +43,7 @@ def crawl_config(job: ScrapeJob, work_dir: Path) -> dict[str, Any]:
         "autothrottle": job.autothrottle,
         "concurrency": job.concurrency,
         "download_timeout": job.download_timeout,
+        "optout_policy": job.optout_policy,
     }
     overrides = host_overrides_for_tests()
     if overrides is not None:

@@ -30,12 +30,18 @@ COUNTER_LABELS = {
     "too_small": "too small",
     "failed": "failed",
     "skipped": "skipped",
+    "opted_out": "opted out",
 }
 COUNTER_KEYS = tuple(COUNTER_LABELS)
 
 
 def empty_counters() -> dict[str, int]:
     return dict.fromkeys(COUNTER_KEYS, 0)
+
+
+class OptOutPolicy(models.TextChoices):
+    RESPECT = "respect", "Respect opt-outs (skip the images)"
+    IGNORE = "ignore", "Ignore opt-outs (import, record the signal) — staff only"
 
 
 class ScrapeJob(Job):
@@ -59,6 +65,11 @@ class ScrapeJob(Job):
     min_height = models.PositiveIntegerField(default=0)
     min_bytes = models.PositiveIntegerField(default=0)
     obey_robots = models.BooleanField(default=True, help_text="Honour robots.txt.")
+    optout_policy = models.CharField(
+        max_length=10, choices=OptOutPolicy.choices, default=OptOutPolicy.RESPECT,
+        help_text="AI opt-outs (X-Robots-Tag noai/noimageai/noindex/noimageindex, meta robots, TDMRep): "
+                  "respect skips those images; ignore (staff only) imports them with the signal recorded.",
+    )
     delay = models.FloatField(default=1.0, help_text="Seconds between requests to the site.")
     autothrottle = models.BooleanField(default=True, help_text="Adapt the delay to the site's response times.")
     concurrency = models.PositiveIntegerField(default=8)
@@ -96,7 +107,8 @@ class ScrapeJob(Job):
         c = self.count
         return (f"{c('pages')} page(s) crawled, {c('pages_failed')} failed; {c('discovered')} image(s) found: "
                 f"{c('downloaded')} downloaded, {c('imported')} imported, {c('duplicates')} duplicate(s), "
-                f"{c('too_small')} too small, {c('failed')} failed, {c('skipped')} skipped")
+                f"{c('too_small')} too small, {c('failed')} failed, {c('skipped')} skipped, "
+                f"{c('opted_out')} opted out")
 
     @property
     def counter_rows(self) -> list[tuple[str, str, int]]:
@@ -145,6 +157,7 @@ class Outcome(models.TextChoices):
     TOO_SMALL = "too_small", "Too small"
     FAILED = "failed", "Failed"
     SKIPPED = "skipped", "Skipped"
+    OPTED_OUT = "opted_out", "Opted out"
 
 
 class ScrapedItem(models.Model):
@@ -171,6 +184,11 @@ class ScrapedItem(models.Model):
     format = models.CharField(max_length=10, blank=True)
     content_type = models.CharField(max_length=100, blank=True)
     seq = models.PositiveIntegerField(default=0, help_text="Order of discovery within the job.")
+    optout = models.JSONField(default=list, blank=True,
+                              help_text="AI opt-out signals found: [{signal, value, where (page or image), url}].")
+    licence_hints = models.JSONField(default=list, blank=True,
+                                     help_text="Licence hints of the page: [{kind, value, page_url}].")
+    fetched_at = models.DateTimeField(null=True, blank=True, help_text="When the image was downloaded.")
 
     class Meta:
         ordering = ["job", "seq"]
@@ -183,6 +201,6 @@ class ScrapedItem(models.Model):
     def outcome_text(self) -> str:
         if self.outcome == Outcome.DUPLICATE and self.image_id:
             return f"duplicate of image {self.image_id}"
-        if self.outcome in (Outcome.FAILED, Outcome.SKIPPED, Outcome.TOO_SMALL) and self.reason:
+        if self.outcome in (Outcome.FAILED, Outcome.SKIPPED, Outcome.TOO_SMALL, Outcome.OPTED_OUT) and self.reason:
             return f"{self.get_outcome_display().lower()}: {self.reason}"
         return self.get_outcome_display().lower()

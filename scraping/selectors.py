@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from django.db.models import Count, QuerySet
 
 from .models import Outcome, ScrapedItem, ScrapeJob
@@ -24,3 +26,36 @@ def outcome_counts(job: ScrapeJob) -> list[tuple[str, str, int]]:
     counts = dict(ScrapedItem.objects.filter(job=job).values_list("outcome").annotate(n=Count("pk")))
     return [(value, label, counts[value]) for value, label in Outcome.choices if counts.get(value)]
 
+
+
+DOMAIN_COUNTERS = ("imported", "duplicates", "failed", "opted_out")
+
+
+def history_stats(user) -> dict:
+    """Figures over the user's finished scrapes: average throughput across the history (total pages and
+    downloaded images over the total crawl time) and, per site, imported / duplicate / failed / opted-out counts.
+    """
+    rows = (ScrapeJob.objects.filter(owner=user, started_at__isnull=False, finished_at__isnull=False)
+            .values_list("start_url", "counters", "started_at", "finished_at"))
+    seconds = pages = downloaded = jobs = 0
+    domains: dict[str, dict[str, int]] = {}
+    for start_url, counters, started, finished in rows.iterator():
+        counters = counters or {}
+        jobs += 1
+        seconds += max((finished - started).total_seconds(), 0.0)
+        pages += int(counters.get("pages") or 0)
+        downloaded += int(counters.get("downloaded") or 0)
+        host = urlsplit(start_url).hostname or start_url
+        entry = domains.setdefault(host, {"jobs": 0, **dict.fromkeys(DOMAIN_COUNTERS, 0)})
+        entry["jobs"] += 1
+        for key in DOMAIN_COUNTERS:
+            entry[key] += int(counters.get(key) or 0)
+    return {
+        "jobs": jobs,
+        "seconds": round(seconds, 3),
+        "pages": pages,
+        "downloaded": downloaded,
+        "pages_per_second": pages / seconds if seconds > 0 else None,
+        "images_per_second": downloaded / seconds if seconds > 0 else None,
+        "domains": sorted(({"domain": d, **c} for d, c in domains.items()), key=lambda r: (-r["jobs"], r["domain"])),
+    }

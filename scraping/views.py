@@ -31,7 +31,8 @@ def _get_job_for_user(request: HttpRequest, pk: int, *, own: bool = False) -> Sc
 
 def _index(request: HttpRequest, form: ScrapeStartForm, *, status: int = 200) -> HttpResponse:
     page = Paginator(selectors.jobs_for_user(request.user), JOBS_PER_PAGE).get_page(request.GET.get("page"))
-    return render(request, "scraping/index.html", {"form": form, "page": page, "jobs": page.object_list},
+    return render(request, "scraping/index.html", {"form": form, "page": page, "jobs": page.object_list,
+                                                   "stats": selectors.history_stats(request.user)},
                   status=status)
 
 

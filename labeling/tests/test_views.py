@@ -143,14 +143,14 @@ def test_export_zip_in_both_formats(user_client, user, ingest):
     assert response["Content-Type"] == "application/zip"
     archive = zipfile.ZipFile(io.BytesIO(b"".join(response.streaming_content)))
     assert sorted(archive.namelist()) == ["1_foxes/00001.png", "1_foxes/00001.txt", "1_foxes/00002.jpg",
-                                          "1_foxes/00002.txt"]
+                                          "1_foxes/00002.txt", "provenance.jsonl"]
     assert archive.read("1_foxes/00001.txt").decode() == "a fox, orange\n"
     assert archive.read("1_foxes/00002.txt").decode() == "Foxes\n"
     assert archive.read("1_foxes/00001.png") == image_bytes("PNG", seed=1)
     response = user_client.get(f"/labeling/albums/{album.pk}/export.zip?format=jsonl")
     archive = zipfile.ZipFile(io.BytesIO(b"".join(response.streaming_content)))
     lines = [json.loads(x) for x in archive.read("metadata.jsonl").decode().splitlines()]
-    assert lines == [{"file_name": "00001.png", "text": "a fox"}, {"file_name": "00002.jpg", "text": "Foxes"}]
+    assert [(x["file_name"], x["text"]) for x in lines] == [("00001.png", "a fox"), ("00002.jpg", "Foxes")]
 
 
 def test_export_of_someone_elses_album_is_404(other_client, user):
@@ -186,7 +186,8 @@ def test_an_export_leaves_out_images_that_turned_private(other_client, borrowed,
     album, hers, his = borrowed
     response = other_client.get(f"/labeling/albums/{album.pk}/export.zip?format=kohya")
     archive = zipfile.ZipFile(io.BytesIO(b"".join(response.streaming_content)))
-    assert sorted(archive.namelist()) == ["1_borrowed/00001.png", "1_borrowed/00001.txt"]
+    assert sorted(archive.namelist()) == ["1_borrowed/00001.png", "1_borrowed/00001.txt", "provenance.jsonl"]
+    assert len(archive.read("provenance.jsonl").decode().splitlines()) == 1  # nor the private one's provenance
     assert archive.read("1_borrowed/00001.png") == image_bytes("PNG", seed=8)
     # The management command exports what the album's owner may see.
     from django.core.management import call_command

@@ -28,6 +28,9 @@ host_overrides        tests only: {hostname: address}; see ``guard.HostGuard``. 
 log_file              log file; default ``<work_dir>/crawl.log``
 log_level             level of the log file (DEBUG, INFO, WARNING, ERROR)
 cancel_grace          seconds a cancelled crawl may take to close before it is cut short
+optout_policy         "respect" (default): images whose page or response carries an AI opt-out (see
+                      ``optout``) are reported as skipped "opted_out" and not saved; "ignore": they are
+                      saved, with the signals in their ``image_downloaded`` event
 ====================  ========================================================================================
 """
 
@@ -73,6 +76,7 @@ class CrawlConfig:
     log_file: str = ""
     log_level: str = "INFO"
     cancel_grace: float = 2.0
+    optout_policy: str = "respect"
 
     @property
     def start_host(self) -> str:
@@ -146,6 +150,10 @@ def _coerce(name: str, value: Any) -> Any:
     if name in ("start_url", "work_dir", "user_agent", "log_file"):
         if not isinstance(value, str) or "\n" in value or "\r" in value:
             raise ConfigError(f"{name} must be a single-line string")
+        return value
+    if name == "optout_policy":
+        if value not in ("respect", "ignore"):
+            raise ConfigError("optout_policy must be respect or ignore")
         return value
     if name == "log_level":
         if not isinstance(value, str) or value.upper() not in _LEVELS:

@@ -5,18 +5,23 @@ Every event has ``"event"`` (its type) and ``"t"`` (seconds since the crawl proc
 ``started``           ``pid``, ``start_url``, ``config`` (the validated configuration)
 ``page``              a page was fetched: ``url`` (final, after redirects), ``requested_url``, ``status``,
                       ``depth``, ``content_type``, ``html`` (parsed for links), ``links`` (new page links
-                      queued), ``images`` (new images discovered on it), ``redirect_urls``
+                      queued), ``images`` (new images discovered on it), ``redirect_urls``, ``optout``
+                      (the page's opt-out signals)
 ``page_failed``       ``url``, ``depth``, ``bucket``, ``reason``, ``status`` (HTTP status or null)
 ``image_discovered``  ``url``, ``page_url``, ``alt``, ``title``, ``source`` ("img", "srcset" or "link");
                       once per distinct URL; each is followed by exactly one outcome event below
 ``image_downloaded``  ``url``, ``final_url``, ``page_url``, ``alt``, ``title``, ``path`` (absolute path of the
                       saved file, original bytes), ``bytes``, ``sha256``, ``content_type`` (as served),
-                      ``format`` (as decoded: JPEG, PNG, WEBP, GIF, BMP, TIFF), ``width``, ``height``
+                      ``format`` (as decoded: JPEG, PNG, WEBP, GIF, BMP, TIFF), ``width``, ``height``,
+                      ``fetched_at`` (ISO time, UTC), ``optout`` (the opt-out signals found, see
+                      ``optout``; only non-empty when the policy is "ignore"), ``licence`` (licence hints
+                      of the page: ``{"kind", "value", "page_url"}``)
 ``image_failed``      ``url``, ``page_url``, ``alt``, ``title``, ``bucket``, ``reason``, ``status``
 ``image_skipped``     ``url``, ``page_url``, ``alt``, ``title``, ``reason``: "too_small" (with ``bytes``,
                       ``min_bytes``), "duplicate" (same bytes as ``duplicate_of``, with ``sha256``, ``path``
                       of the file already saved, ``bytes``), "max_images", "not_fetched" (the crawl ended
-                      first) or "cancelled"
+                      first), "cancelled" or "opted_out" (with ``optout``: the signals, each
+                      ``{"signal", "value", "where", "url"}``)
 ``log``               ``level``, ``logger``, ``message`` (warnings and errors, and the crawler's own info)
 ``done``              last line: ``reason`` ("finished", "max_images", "cancelled", "closespider_timeout",
                       "closespider_pagecount", "error"), ``limits_hit`` (of "max_pages", "depth",

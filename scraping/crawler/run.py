@@ -76,6 +76,8 @@ def build_settings(cfg: CrawlConfig, guard: HostGuard) -> dict[str, Any]:
             "scraping.crawler.safety.SafetyMiddleware": 1,  # first of all, before robots.txt and the rest
             "scrapy.downloadermiddlewares.offsite.OffsiteMiddleware": None,
             "scraping.crawler.spider.PageScopeMiddleware": 50,
+            # After the safety checks; its own fetch of tdmrep.json passes through them too.
+            "scraping.crawler.tdmrep.TdmRepMiddleware": 60,
         },
         "TWISTED_DNS_RESOLVER": "scraping.crawler.safety.GuardedResolver",
         "DNSCACHE_ENABLED": False,

@@ -7,6 +7,7 @@ import logging
 import os
 import time
 from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urldefrag, urlsplit
@@ -30,8 +31,10 @@ from twisted.internet.error import ConnectionLost, ConnectionRefusedError, DNSLo
 from twisted.internet.error import TimeoutError as TxTimeoutError
 from twisted.web._newclient import ResponseFailed
 
+from . import optout
 from .images import FILE_EXTENSION, ImageRejected, best_srcset_candidate, inspect_image
 from .safety import UnresolvableRequest, UnsafeRequest
+from .tdmrep import TDMREP_META, TdmRepReserved
 
 if TYPE_CHECKING:
     from twisted.python.failure import Failure
@@ -52,6 +55,7 @@ MAX_TEXT = 1000
 IMAGE_PRIORITY = 10  # images before further pages: results arrive early, limits bite on pages first
 MAX_URL_LENGTH = 2083  # Scrapy's URLLENGTH_LIMIT, which would drop longer requests without a word
 PAGE_META = "imagineer_page"
+MAX_LICENCE_HINTS = 20
 
 
 def host_in_domains(url: str, domains: list[str]) -> bool:
@@ -98,6 +102,15 @@ class PageScopeMiddleware:
         return None
 
 
+def _header_values(response: scrapy.http.Response, name: bytes) -> list[str]:
+    return [v.decode("latin-1") for v in response.headers.getlist(name)]
+
+
+def _first_header(response: scrapy.http.Response, name: bytes) -> str | None:
+    values = _header_values(response, name)
+    return values[0] if values else None
+
+
 class ImageSpider(scrapy.Spider):
     name = "imagineer"
 
@@ -107,6 +120,8 @@ class ImageSpider(scrapy.Spider):
         self.emitter = emitter
         self.guard = guard
         self.allowed_domains = list(config.allowed_domains)
+        self.token = optout.bot_token(config.user_agent)
+        self.opted_out = 0
         self.started_at = time.monotonic()
         self._page_keys: set[str] = set()
         self._pages_scheduled = 0
@@ -142,7 +157,8 @@ class ImageSpider(scrapy.Spider):
         self._page_keys.add(urldefrag(request.url)[0])
         return request
 
-    def _image_request(self, url: str, page_url: str, alt: str, title: str, source: str) -> scrapy.Request | None:
+    def _image_request(self, url: str, page_url: str, alt: str, title: str, source: str,
+                       page: dict[str, Any] | None = None) -> scrapy.Request | None:
         if self.stop_reason is not None:
             return None
         try:
@@ -167,6 +183,7 @@ class ImageSpider(scrapy.Spider):
         self._images[key] = info
         request.meta["imagineer_image"] = info
         request.meta["imagineer_source"] = source
+        request.meta["imagineer_page_ctx"] = page or {"optout": [], "licence": []}
         return request
 
     # -- pages ----------------------------------------------------------------------------------------
@@ -189,9 +206,11 @@ class ImageSpider(scrapy.Spider):
                 request = self._maybe_follow(url, depth)
                 if request is not None:
                     links.append(request)
+        page_ctx = {"optout": self._page_signals(response, is_html),
+                    "licence": self._licence_hints(response) if is_html else []}
         image_requests = []
         for url, alt, title, source in images:
-            request = self._image_request(url, response.url, alt, title, source)
+            request = self._image_request(url, response.url, alt, title, source, page_ctx)
             if request is not None:
                 image_requests.append(request)
         self.emitter.emit(
@@ -205,14 +224,73 @@ class ImageSpider(scrapy.Spider):
             links=len(links),
             images=len(image_requests),
             redirect_urls=redirect_urls,
+            optout=page_ctx["optout"],
         )
         # The page first, then what it revealed: a consumer can attach images to an existing page row.
         for request in image_requests:
             self.emitter.emit(
                 "image_discovered", **request.meta["imagineer_image"], source=request.meta["imagineer_source"]
             )
-        yield from image_requests
+        if page_ctx["optout"] and self.cfg.optout_policy == "respect":
+            # The page opted out of AI use: its images are not even fetched.
+            for request in image_requests:
+                self._opt_out(request.meta["imagineer_image"], page_ctx["optout"])
+        else:
+            yield from image_requests
         yield from links
+
+    def _page_signals(self, response: scrapy.http.Response, is_html: bool) -> list[dict[str, str]]:
+        url = response.url
+        signals = optout.x_robots_signals(_header_values(response, b"X-Robots-Tag"), token=self.token,
+                                          where="page", url=url)
+        signals += optout.tdm_header_signals(_first_header(response, b"tdm-reservation"),
+                                             _first_header(response, b"tdm-policy"), where="page", url=url)
+        if is_html:
+            metas = [(m.attrib.get("name") or "", m.attrib.get("content") or "")
+                     for m in response.css("meta[name]")[:200]]
+            signals += optout.meta_robots_signals(metas, token=self.token, url=url)
+            signals += optout.tdm_meta_signals(metas, url=url)
+        signals += optout.tdmrep_signals(response.meta.get(TDMREP_META), where="page", url=url)
+        return signals
+
+    def _image_signals(self, response: scrapy.http.Response) -> list[dict[str, str]]:
+        url = response.url
+        signals = optout.x_robots_signals(_header_values(response, b"X-Robots-Tag"), token=self.token,
+                                          where="image", url=url)
+        signals += optout.tdm_header_signals(_first_header(response, b"tdm-reservation"),
+                                             _first_header(response, b"tdm-policy"), where="image", url=url)
+        signals += optout.tdmrep_signals(response.meta.get(TDMREP_META), where="image", url=url)
+        return signals
+
+    def _licence_hints(self, response: HtmlResponse) -> list[dict[str, str]]:
+        """Licence links of a page: rel="license" on link, a and area, and Creative Commons markup."""
+        hints: list[dict[str, str]] = []
+        seen: set[tuple[str, str]] = set()
+
+        def add(kind: str, value: str | None) -> None:
+            value = " ".join((value or "").split())[:2000]
+            if not value or (kind, value) in seen or len(hints) >= MAX_LICENCE_HINTS:
+                return
+            seen.add((kind, value))
+            hints.append({"kind": kind, "value": value, "page_url": response.url})
+
+        for node in response.xpath("//link[@rel] | //a[@rel] | //area[@rel]"):
+            rels = (node.attrib.get("rel") or "").lower().split()
+            if "license" in rels or "cc:license" in rels:
+                href = node.attrib.get("href")
+                try:
+                    add(f"{node.root.tag}-rel-license", response.urljoin(href) if href else "")
+                except ValueError:
+                    continue
+        for node in response.xpath("//*[@property='cc:license' or @property='dc:rights' "
+                                   "or @property='cc:attributionName' or @itemprop='license']"):
+            value = node.attrib.get("href") or node.attrib.get("resource") or node.attrib.get("content") \
+                or " ".join(node.xpath(".//text()").getall())
+            add(f"cc-markup:{node.attrib.get('property') or node.attrib.get('itemprop')}", value)
+        for href in response.xpath("//a/@href").getall()[:MAX_LINKS_PER_PAGE]:
+            if "creativecommons.org/licenses/" in href or "creativecommons.org/publicdomain/" in href:
+                add("cc-link", href.strip())
+        return hints
 
     def _absolute(self, response: HtmlResponse, href: str | None) -> str | None:
         href = (href or "").strip()
@@ -307,6 +385,11 @@ class ImageSpider(scrapy.Spider):
             self._fail(info, "error", f"{type(exc).__name__}: {exc}", response.status)
 
     def _handle_image(self, response: scrapy.http.Response, info: dict[str, Any]) -> None:
+        page_ctx = response.meta.get("imagineer_page_ctx") or {"optout": [], "licence": []}
+        signals = [*page_ctx["optout"], *self._image_signals(response)]
+        if signals and self.cfg.optout_policy == "respect":
+            self._opt_out(info, signals)
+            return
         if self.saved >= self.cfg.max_images:
             self._skip(info, "max_images")
             return
@@ -342,6 +425,9 @@ class ImageSpider(scrapy.Spider):
             format=fmt,
             width=width,
             height=height,
+            fetched_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            optout=signals,
+            licence=page_ctx["licence"],
         )
         if self.saved >= self.cfg.max_images:
             self.limits_hit.add("max_images")
@@ -361,6 +447,9 @@ class ImageSpider(scrapy.Spider):
         info = failure.request.meta.get("imagineer_image")
         if info is None or info["url"] in self._outcomes:
             return
+        if isinstance(failure.value, TdmRepReserved):
+            self._opt_out(info, failure.value.signals)
+            return
         bucket, reason, status = self.classify(failure)
         self._fail(info, bucket, reason, status)
 
@@ -368,6 +457,10 @@ class ImageSpider(scrapy.Spider):
         self._outcomes[info["url"]] = "failed"
         self.failures[bucket] += 1
         self.emitter.emit("image_failed", **info, bucket=bucket, reason=reason[:1000], status=status)
+
+    def _opt_out(self, info: dict[str, Any], signals: list[dict[str, str]]) -> None:
+        self.opted_out += 1
+        self._skip(info, "opted_out", optout=signals)
 
     def _skip(self, info: dict[str, Any], reason: str, **extra: Any) -> None:
         self._outcomes[info["url"]] = "skipped"
@@ -453,6 +546,7 @@ class ImageSpider(scrapy.Spider):
             "images_downloaded": self.saved,
             "images_failed": sum(self.failures.values()),
             "images_skipped": sum(self.skipped.values()),
+            "images_opted_out": self.opted_out,
             "failures": dict(self.failures),
             "skipped": dict(self.skipped),
             "bytes_downloaded": self.bytes_saved,

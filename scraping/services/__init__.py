@@ -14,7 +14,7 @@ from gallery.models import Album
 from imagineer.jobs import enqueue_job, ensure_queue_available
 from imagineer.quotas import quota_check
 
-from ..models import ScrapeJob, empty_counters
+from ..models import OptOutPolicy, ScrapeJob, empty_counters
 from ..urlsafety import UnresolvableHost, UnsafeURL, check_url, normalise_host
 from .recorder import CrawlRecorder, scraped_filename
 
@@ -33,6 +33,7 @@ DEFAULTS: dict[str, Any] = {
     "autothrottle": True,
     "concurrency": 8,
     "download_timeout": 30.0,
+    "optout_policy": OptOutPolicy.RESPECT,
 }
 LIMITS: dict[str, tuple[float, float]] = {
     "max_pages": (1, 100_000),
@@ -122,6 +123,8 @@ def _options(options: dict[str, Any]) -> dict[str, Any]:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
             raise ScrapeInputError(f"{name.replace('_', ' ')} must be between {low:g} and {high:g}.")
         values[name] = int(value) if isinstance(DEFAULTS[name], int) else float(value)
+    if values["optout_policy"] not in OptOutPolicy.values:
+        raise ScrapeInputError(f"The opt-out policy is one of {', '.join(OptOutPolicy.values)}.")
     values["obey_robots"] = bool(values["obey_robots"])
     values["autothrottle"] = bool(values["autothrottle"])
     return values
@@ -147,6 +150,9 @@ def scrape_job_start(
     in every case nothing is created.
     """
     values = _options(options)
+    if values["optout_policy"] == OptOutPolicy.IGNORE and not user.is_staff:
+        # Publishers' opt-outs are honoured unless an administrator decides otherwise for a scrape.
+        raise ScrapeInputError("Only staff may ignore publishers' AI opt-outs.")
     domains = normalise_domains(allowed_domains)
     if album is not None and album.owner_id != user.pk:
         raise ScrapeInputError("The target album must be one of your albums.")

@@ -16,11 +16,13 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from django.db import DatabaseError, IntegrityError
+from django.utils.dateparse import parse_datetime
 
 from gallery.imaging import CANONICAL_EXTENSION, ImageRejected
 from gallery.models import Album, ImageSource
 
 from .. import hooks
+from ..crawler.optout import describe as describe_optout
 from ..models import COUNTER_KEYS, Outcome, ScrapedItem, ScrapeJob, Stage, empty_counters
 
 logger = logging.getLogger(__name__)
@@ -30,7 +32,7 @@ FLUSH_SECONDS = 1.0
 IMPORT_SLICE_SECONDS = 0.25
 CANCEL_POLL_SECONDS = 0.5
 ITEM_FIELDS = ("final_url", "outcome", "reason", "bucket", "http_status", "image", "sha256", "bytes", "width",
-               "height", "format", "content_type")
+               "height", "format", "content_type", "optout", "licence_hints", "fetched_at")
 SKIP_REASONS = {
     "max_images": "the image limit was reached",
     "not_fetched": "the crawl ended before it was fetched",
@@ -44,6 +46,15 @@ def scraped_filename(url: str, fmt: str) -> str:
     stem = name.rsplit(".", 1)[0] if "." in name else name
     stem = "".join(c for c in stem if c.isalnum() or c in "-_ ").strip()[:100] or "image"
     return f"{stem}{CANONICAL_EXTENSION.get(fmt, '')}"
+
+
+def _signals(raw: Any) -> list[dict[str, str]]:
+    """The crawl's opt-out signals, kept to their known keys."""
+    out = []
+    for signal in raw or []:
+        if isinstance(signal, dict):
+            out.append({k: str(signal.get(k) or "")[:2000] for k in ("signal", "value", "where", "url")})
+    return out[:50]
 
 
 class CrawlRecorder:
@@ -131,6 +142,10 @@ class CrawlRecorder:
         item.width, item.height = event.get("width"), event.get("height")
         item.format = str(event.get("format") or "")[:10]
         item.content_type = str(event.get("content_type") or "")[:100]
+        item.optout = _signals(event.get("optout"))
+        item.licence_hints = [h for h in (event.get("licence") or []) if isinstance(h, dict)][:20]
+        fetched = parse_datetime(str(event.get("fetched_at") or ""))
+        item.fetched_at = fetched if fetched is not None and fetched.tzinfo is not None else None
         self._set(item, Outcome.DOWNLOADED)
         self.counters["downloaded"] += 1
         self.pending.append(("import", item.url, str(event.get("path") or "")))
@@ -148,6 +163,10 @@ class CrawlRecorder:
         if reason == "too_small":
             item.bytes = event.get("bytes")
             self._too_small(item, f"{event.get('bytes')} bytes, below the minimum of {event.get('min_bytes')}")
+        elif reason == "opted_out":
+            item.optout = _signals(event.get("optout"))
+            self._set(item, Outcome.OPTED_OUT, describe_optout(item.optout) or "opted out")
+            self.counters["opted_out"] += 1
         elif reason == "duplicate":
             item.sha256 = str(event.get("sha256") or "")
             item.bytes = event.get("bytes")
@@ -282,6 +301,8 @@ class CrawlRecorder:
                 # Thumbnails from the same decode: a scrape is a worker already, and a queue round trip
                 # per image would cost more than making them here.
                 make_derivatives_inline=True,
+                provenance={"fetched_at": item.fetched_at, "optout_signals": item.optout, "checked": True,
+                            "page_licence": item.licence_hints},
             )
         except ImageRejected as exc:
             self._fail(item, "rejected", str(exc))

@@ -35,7 +35,7 @@ def test_it_scrapes_inline_into_a_named_album_and_ends_with_the_counters(user, t
     lines = out.strip().splitlines()
     assert lines[0].startswith(f"Scrape job {job.pk}: {test_site.url('/gallery/b.html')}")
     assert lines[-1] == ("1 page(s) crawled, 0 failed; 3 image(s) found: 3 downloaded, 3 imported, "
-                         "0 duplicate(s), 0 too small, 0 failed, 0 skipped")
+                         "0 duplicate(s), 0 too small, 0 failed, 0 skipped, 0 opted out")
     assert Album.objects.get(owner=user, name="Birds").ordered_images().count() == 3
 
 

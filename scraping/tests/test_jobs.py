@@ -35,6 +35,7 @@ MAIN_COUNTERS = {
     "too_small": 3,
     "failed": 12,
     "skipped": 0,
+    "opted_out": 0,
 }
 MAIN_BUCKETS = {
     "refused_unsafe": 6,

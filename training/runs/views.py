@@ -147,6 +147,10 @@ def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
     if request.htmx:
         return render(request, "training/runs/_run_status.html", context)
     context["albums"] = list(run.albums.all())
+    from .provenance import snapshot_summary, snapshot_warning
+
+    context["provenance"] = snapshot_summary(run.dataset or [])
+    context["provenance_warning"] = snapshot_warning(context["provenance"])
     return render(request, "training/runs/detail.html", context)
 
 

@@ -28,6 +28,9 @@ class Command(BaseCommand):
                             help=f"Images at most (default {DEFAULTS['max_images']}).")
         parser.add_argument("--depth", type=int, metavar="N",
                             help=f"Link depth from the start page (default {DEFAULTS['depth']}).")
+        parser.add_argument("--ignore-optouts", action="store_true",
+                            help="Import images whose publisher opted out of AI use (X-Robots-Tag noai, TDMRep...), "
+                                 "recording the signal; the owner must be staff. Default: skip them.")
         add_run_mode_arguments(parser)
 
     def _owner(self, username: str | None):
@@ -39,6 +42,8 @@ class Command(BaseCommand):
         if options["album"]:
             album = Album.objects.filter(owner=owner, name=options["album"].strip()).first()
         limits = {key: options[key] for key in ("max_pages", "max_images", "depth") if options[key] is not None}
+        if options["ignore_optouts"]:
+            limits["optout_policy"] = "ignore"
         try:
             job = scrape_job_start(user=owner, start_url=options["url"], album=album,
                                    album_name=options["album"] or "", enqueue=not options["inline"], **limits)

@@ -42,16 +42,19 @@ def dataset_snapshot(*, user, albums: Sequence[Album]) -> list[dict[str, Any]]:
 
     An image in several albums appears once, captioned with the first album's name as the fallback.
     """
+    from gallery.provenance import provenance_map
+
     entries: list[dict[str, Any]] = []
     seen: set[int] = set()
     for album in albums:
         images = [img for img in album.images_visible_to(user) if img.pk not in seen]
         # The album's trigger word and caption template apply (labeling's caption tools).
         captions = album_training_captions(album, [img.pk for img in images])
+        provenance = provenance_map(images)  # frozen with the rest: source, opt-out status, licence
         for img in images:
             seen.add(img.pk)
             entries.append({"image_id": img.pk, "sha256": img.sha256, "caption": captions[img.pk],
-                            "file": img.file.name, "album_id": album.pk})
+                            "file": img.file.name, "album_id": album.pk, "provenance": provenance[img.pk]})
     return entries
 
 

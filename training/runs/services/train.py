@@ -283,6 +283,9 @@ def run_train(ctx: JobContext) -> None:
             raise JobError("The GPU ran out of memory. Lower the batch size or the resolution, or turn on "
                            "gradient checkpointing, then start a new run.") from exc
         ctx.update(stage=TrainingStage.SAVING, message="Storing the LoRA…", check_cancel=False)
+        from ..provenance import stamp_run_sources
+
+        stamp_run_sources(run, result.lora_path, result.kohya_path)  # a summary of its sources, in the files
         diffusers_key, diffusers_sha = upload_lora(run, result.lora_path)
         kohya_key, kohya_sha = upload_lora(run, result.kohya_path)
         lora = lora_register(run=run, diffusers_file=diffusers_key, diffusers_sha256=diffusers_sha,
