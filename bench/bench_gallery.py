@@ -3,7 +3,7 @@
 1. `index_images` on generated 1600×1200 JPEGs against a bare thumbnail loop with the same
    library (Pillow, draft-mode decode, the same two WebP outputs), in the same run:
    ≥ 0.8× on one process, ≥ 1.5× the single-process bare loop with two workers.
-   The same bare loop with pyvips is recorded too (why Pillow: see notes).
+   The same bare loop with pyvips is recorded too (why Pillow: see notes; pyvips is a dev requirement).
 2. The gallery grid with 100,000 images in PostgreSQL under 16 concurrent clients on loopback:
    p95 within 3× of a trivial view (/livez) served by the same server, requests interleaved.
 """
@@ -126,12 +126,16 @@ def _seed_grid_database(database_url: str, images: int) -> None:
 import random
 from django.contrib.auth import get_user_model
 from gallery.models import Image
+from gallery.neardup import phash_bands
 users = [get_user_model().objects.create_user(f"u{{i}}", f"u{{i}}@example.com", "pw") for i in range(10)]
 rng = random.Random(0)
 batch = []
 for n in range({images}):
     sha = f"{{n:064x}}"
-    batch.append(Image(owner=users[n % 10], file=f"originals/{{sha}}.jpg", sha256=sha, phash=rng.getrandbits(63),
+    phash = rng.getrandbits(63)
+    b0, b1, b2, b3 = phash_bands(phash)
+    batch.append(Image(owner=users[n % 10], file=f"originals/{{sha}}.jpg", sha256=sha, phash=phash,
+                       phash_b0=b0, phash_b1=b1, phash_b2=b2, phash_b3=b3,
                        width=1600, height=1200, format="JPEG", mime="image/jpeg", bytes=400000,
                        title=f"photo {{n}}", source="upload", is_public=(n % 5 == 0), is_nsfw=(n % 50 == 0),
                        thumbnail=f"thumbs/{{sha}}.webp", preview=f"previews/{{sha}}.webp", derivatives="ready"))

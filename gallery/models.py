@@ -97,6 +97,11 @@ class Image(models.Model):
     file = models.FileField(max_length=255, help_text="The original bytes, stored under a content-addressed name.")
     sha256 = models.CharField(max_length=64, db_index=True)
     phash = models.BigIntegerField(help_text="64-bit perceptual hash (signed) for near-duplicate search.")
+    # The hash's four 16-bit bands, indexed, so near duplicates come from index lookups (gallery/neardup.py).
+    phash_b0 = models.PositiveIntegerField(default=0, editable=False)
+    phash_b1 = models.PositiveIntegerField(default=0, editable=False)
+    phash_b2 = models.PositiveIntegerField(default=0, editable=False)
+    phash_b3 = models.PositiveIntegerField(default=0, editable=False)
     width = models.PositiveIntegerField()
     height = models.PositiveIntegerField()
     format = models.CharField(max_length=10, help_text="JPEG, PNG, WEBP, GIF, BMP or TIFF.")
@@ -126,10 +131,20 @@ class Image(models.Model):
         indexes = [
             models.Index(fields=["owner", "-id"], name="gallery_img_owner_id"),
             models.Index(fields=["is_public", "is_nsfw", "-id"], name="gallery_img_public_id"),
+            models.Index(fields=["owner", "phash_b0"], name="gallery_img_phash_b0"),
+            models.Index(fields=["owner", "phash_b1"], name="gallery_img_phash_b1"),
+            models.Index(fields=["owner", "phash_b2"], name="gallery_img_phash_b2"),
+            models.Index(fields=["owner", "phash_b3"], name="gallery_img_phash_b3"),
         ]
 
     def __str__(self) -> str:
         return self.title or self.original_filename or f"Image {self.pk}"
+
+    def save(self, *args, **kwargs):
+        from .neardup import phash_bands
+
+        self.phash_b0, self.phash_b1, self.phash_b2, self.phash_b3 = phash_bands(self.phash)
+        super().save(*args, **kwargs)
 
     @property
     def display_name(self) -> str:
@@ -276,3 +291,23 @@ class GalleryPreference(models.Model):
             return NsfwMode.HIDE
         pref = cls.objects.filter(user=user).values_list("nsfw_mode", flat=True).first()
         return pref or NsfwMode.BLUR
+
+
+class NearDuplicatePair(models.Model):
+    """Two images of one owner whose perceptual hashes are within the near-duplicate distance.
+
+    Written when an image arrives (an indexed lookup, gallery/neardup.py), read by the duplicates page, so
+    that page never compares all pairs. `manage.py rebuild_near_duplicates` recomputes them.
+    """
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="+")
+    other = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="+")
+    distance = models.PositiveSmallIntegerField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["image", "other"], name="gallery_neardup_pair_unique")]
+        indexes = [models.Index(fields=["owner", "image"], name="gallery_neardup_owner")]
+
+    def __str__(self) -> str:
+        return f"{self.image_id}~{self.other_id} ({self.distance})"

@@ -17,6 +17,7 @@ from django.db.models import Max
 from django.utils import timezone
 from django.utils.text import slugify
 
+from . import neardup
 from .imaging import Derivatives, ImageInfo, ImageRejected, inspect_image
 from .models import Album, AlbumImage, DerivativeStatus, Image, ImageSource
 
@@ -138,6 +139,7 @@ def image_ingest(
                 thumbnail=thumb_name, preview=preview_name,
                 derivatives=DerivativeStatus.READY if derivatives is not None else DerivativeStatus.PENDING,
             )
+            neardup.record_pairs(image, max_distance=settings.GALLERY_NEAR_DUPLICATE_DISTANCE)
             if album is not None:
                 album_add_images(album=album, images=[image])
             if derivatives is None:
