@@ -23,7 +23,8 @@ class GridFilterForm(forms.Form):
     source = forms.ChoiceField(required=False, choices=[("", "Any source"), *ImageSource.choices])
     tag = forms.CharField(required=False, max_length=100)
     album = forms.IntegerField(required=False, min_value=1)
-    cursor = forms.IntegerField(required=False, min_value=1)
+    # "<microseconds since 1970>_<pk>" of the last image shown (date order), or an offset (album order).
+    cursor = forms.RegexField(required=False, regex=r"^\d{1,20}(_\d{1,20})?$", max_length=42)
 
 
 class BulkActionForm(forms.Form):

@@ -122,6 +122,9 @@ class Image(models.Model):
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
     trashed_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    taken_at = models.DateTimeField(null=True, blank=True, help_text="When the picture was taken (EXIF), if known.")
+    # The grid's date: taken_at, else created_at (kept by save(); the grid orders and groups by it).
+    shown_at = models.DateTimeField(default=timezone.now, editable=False)
 
     objects = ImageQuerySet.as_manager()
 
@@ -135,6 +138,8 @@ class Image(models.Model):
             models.Index(fields=["owner", "phash_b1"], name="gallery_img_phash_b1"),
             models.Index(fields=["owner", "phash_b2"], name="gallery_img_phash_b2"),
             models.Index(fields=["owner", "phash_b3"], name="gallery_img_phash_b3"),
+            models.Index(fields=["owner", "-shown_at", "-id"], name="gallery_img_owner_shown"),
+            models.Index(fields=["is_public", "is_nsfw", "-shown_at", "-id"], name="gallery_img_public_shown"),
         ]
 
     def __str__(self) -> str:
@@ -144,6 +149,7 @@ class Image(models.Model):
         from .neardup import phash_bands
 
         self.phash_b0, self.phash_b1, self.phash_b2, self.phash_b3 = phash_bands(self.phash)
+        self.shown_at = self.taken_at or self.created_at
         super().save(*args, **kwargs)
 
     @property

@@ -28,7 +28,7 @@ def grid_images(*, user, nsfw_mode: str, album=None, source: str = "", tag: str 
         qs = qs.filter(is_nsfw=False)
     return qs.only(
         "pk", "owner_id", "title", "original_filename", "is_nsfw", "is_public", "derivatives", "thumbnail",
-        "width", "height", "source", "trashed_at",
+        "width", "height", "source", "trashed_at", "shown_at", "taken_at", "created_at",
     )
 
 

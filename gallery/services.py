@@ -130,7 +130,8 @@ def image_ingest(
                 created_files.append(preview_name)
         with transaction.atomic():
             image = Image.objects.create(
-                owner=owner, file=stored, sha256=info.sha256, phash=info.phash, width=info.width,
+                owner=owner, file=stored, sha256=info.sha256, phash=info.phash, taken_at=info.taken_at,
+                width=info.width,
                 height=info.height, format=info.format, mime=info.mime, bytes=info.size,
                 original_filename=Path(filename).name[:255] if filename else "",
                 title=title[:300], description=description, source=source,

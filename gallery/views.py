@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from datetime import UTC, date, datetime, timedelta
+
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.files.storage import default_storage
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
+from django.db.models import Q
 from django.shortcuts import get_object_or_404, redirect, render
 from django.templatetags.static import static
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
@@ -17,6 +21,9 @@ from . import hooks, selectors, services
 from .forms import AlbumForm, BulkActionForm, GridFilterForm, ImageEditForm, NsfwPreferenceForm, ReorderForm
 from .imaging import ImageRejected, check_size
 from .models import Album, GalleryPreference, Image, ImageSource
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _get_image_for_user(request: HttpRequest, pk: int, *, edit: bool = False) -> Image:
@@ -33,6 +40,33 @@ def _get_album_for_user(request: HttpRequest, pk: int, *, edit: bool = False) ->
     if not allowed:
         raise Http404("No such album.")
     return album
+
+
+def encode_grid_cursor(image: Image) -> str:
+    delta = image.shown_at - _EPOCH
+    return f"{(delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds}_{image.pk}"
+
+
+def decode_grid_cursor(cursor: str) -> tuple[datetime, int] | None:
+    micros, _, pk = (cursor or "").partition("_")
+    if not micros or not pk:
+        return None
+    try:
+        return _EPOCH + timedelta(microseconds=int(micros)), int(pk)
+    except OverflowError:
+        return None
+
+
+def day_groups(images: list[Image]) -> list[tuple[date, list[Image]]]:
+    """Consecutive images of one day (in the current time zone) together, for the grid's date headings."""
+    groups: list[tuple[date, list[Image]]] = []
+    for image in images:
+        day = timezone.localtime(image.shown_at).date()
+        if groups and groups[-1][0] == day:
+            groups[-1][1].append(image)
+        else:
+            groups.append((day, [image]))
+    return groups
 
 
 def _safe_next(request: HttpRequest, fallback: str) -> str:
@@ -57,19 +91,23 @@ def _grid(request: HttpRequest, *, title: str, owner=None, trashed: bool = False
         tag=filters.get("tag", ""), query=filters.get("q", ""), owner=owner, trashed=trashed,
     )
     page_size = settings.GALLERY_PAGE_SIZE
+    cursor = filters.get("cursor") or ""
     if album is not None:
         # Albums keep their own order; offset paging is fine at album sizes.
         qs = qs.order_by("album_entries__position", "pk")
-        offset = filters.get("cursor") or 0
+        offset = int(cursor.split("_")[0]) if cursor else 0
         images = list(qs[offset:offset + page_size + 1])
-        next_cursor = offset + page_size if len(images) > page_size else None
+        next_cursor = str(offset + page_size) if len(images) > page_size else None
     else:
-        qs = qs.order_by("-pk")
-        if filters.get("cursor"):
-            qs = qs.filter(pk__lt=filters["cursor"])
+        # Newest first by the picture's date (taken, else added), grouped by day; a keyset cursor.
+        qs = qs.order_by("-shown_at", "-pk")
+        after = decode_grid_cursor(cursor)
+        if after is not None:
+            qs = qs.filter(Q(shown_at__lt=after[0]) | Q(shown_at=after[0], pk__lt=after[1]))
         images = list(qs[:page_size + 1])
-        next_cursor = images[page_size - 1].pk if len(images) > page_size else None
+        next_cursor = encode_grid_cursor(images[page_size - 1]) if len(images) > page_size else None
     images = images[:page_size]
+    groups = [(None, images)] if album is not None else day_groups(images)
     query = request.GET.copy()
     query.pop("cursor", None)
     # What the grid is narrowed to, for the empty result: "No images match “fox”, tag “red”." beats "no images".
@@ -83,7 +121,7 @@ def _grid(request: HttpRequest, *, title: str, owner=None, trashed: bool = False
     if album is None and filter_album is not None:
         searched.append(f"album “{filter_album.name}”")
     context = {
-        "title": title, "images": images, "next_cursor": next_cursor, "filter_form": form,
+        "title": title, "images": images, "groups": groups, "next_cursor": next_cursor, "filter_form": form,
         "search_summary": ", ".join(searched),
         "nsfw_mode": nsfw_mode, "base_query": query.urlencode(), "trashed": trashed, "album": album,
         "my_albums": Album.objects.filter(owner=request.user).order_by("name") if request.user.is_authenticated else [],
@@ -93,7 +131,7 @@ def _grid(request: HttpRequest, *, title: str, owner=None, trashed: bool = False
                                                          (album is not None and album.can_edit(request.user))),
         **(extra or {}),
     }
-    if request.htmx and filters.get("cursor"):
+    if request.htmx and cursor:
         return render(request, "gallery/_tiles.html", context)
     return render(request, template, context)
 
