@@ -62,7 +62,7 @@ def test_pages_follow_the_date_order_without_gaps_or_repeats(user_client, user, 
     for _ in range(10):
         html = user_client.get(url, HTTP_HX_REQUEST="true" if seen else None).content.decode()
         seen.extend(_ids(html))
-        found = re.search(r'hx-get="\?(cursor=[\d_]+)"', html)
+        found = re.search(r'hx-get="/gallery/mine/\?(cursor=[\d_]+)"', html)
         if not found:
             break
         url = "/gallery/mine/?" + found.group(1)
