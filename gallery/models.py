@@ -186,6 +186,12 @@ class Image(models.Model):
     def can_edit(self, user) -> bool:
         return user is not None and user.is_authenticated and (user.is_staff or user.pk == self.owner_id)
 
+    def can_edit_captions(self, user) -> bool:
+        """The owner, staff, and editors of a shared album holding it (gallery/sharing.py)."""
+        from .sharing import can_edit_captions
+
+        return can_edit_captions(user, self)
+
 
 class AlbumQuerySet(models.QuerySet):
     def visible_to(self, user):
@@ -193,7 +199,15 @@ class AlbumQuerySet(models.QuerySet):
             return self.filter(is_public=True)
         if user.is_staff:
             return self
-        return self.filter(Q(owner=user) | Q(is_public=True))
+        member_of = AlbumMember.objects.filter(user=user).values("album_id")
+        return self.filter(Q(owner=user) | Q(is_public=True) | Q(pk__in=member_of))
+
+    def addable_by(self, user):
+        """Albums `user` may add images to: their own and those they contribute to or edit."""
+        if user is None or not user.is_authenticated:
+            return self.none()
+        adding = AlbumMember.objects.filter(user=user, role__in=AlbumRole.ADDING).values("album_id")
+        return self.filter(Q(owner=user) | Q(pk__in=adding))
 
     def with_counts(self, user):
         """`image_count`: how many of the album's images `user` may see."""
@@ -249,7 +263,41 @@ class Album(models.Model):
         training snapshots): an album may hold other people's public images, and when one of them turns
         private or is trashed it drops out of everyone's view of the album but its owner's.
         """
-        return Image.objects.visible_to(user).in_album(self).order_by("album_entries__position", "pk")
+        condition = image_visibility_q(user)
+        if self.is_shared_with(user):
+            # Members see what the owner and the contributing members put in, even when it is private.
+            condition |= Q(trashed_at__isnull=True, owner_id__in=self.contributor_ids())
+        return Image.objects.filter(condition).in_album(self).order_by("album_entries__position", "pk")
+
+    def images_for_link(self) -> ImageQuerySet:
+        """What a share link shows: the owner's and contributing members' live images, never NSFW."""
+        condition = image_visibility_q(None) | Q(trashed_at__isnull=True, is_nsfw=False,
+                                                 owner_id__in=self.contributor_ids())
+        return Image.objects.filter(condition).in_album(self).order_by("album_entries__position", "pk")
+
+    def contributor_ids(self) -> list[int]:
+        """The owner and the members who may add images: whose images the album's members all see."""
+        ids = list(self.members.filter(role__in=AlbumRole.ADDING).values_list("user_id", flat=True))
+        return [self.owner_id, *ids]
+
+    def role_of(self, user) -> str | None:
+        """'owner', a member's AlbumRole, or None. Staff count as owners."""
+        if user is None or not user.is_authenticated:
+            return None
+        if user.is_staff or user.pk == self.owner_id:
+            return "owner"
+        return self.members.filter(user=user).values_list("role", flat=True).first()
+
+    def is_shared_with(self, user) -> bool:
+        return (user is not None and user.is_authenticated and user.pk != self.owner_id
+                and self.members.filter(user=user).exists())
+
+    def can_add_images(self, user) -> bool:
+        return self.role_of(user) in ("owner", *AlbumRole.ADDING)
+
+    def can_remove_images(self, user) -> bool:
+        """Removing from the album and editing captions of its images."""
+        return self.role_of(user) in ("owner", AlbumRole.EDITOR)
 
     def ordered_images(self):
         """The album as its owner sees it."""
@@ -264,10 +312,58 @@ class Album(models.Model):
     def is_visible_to(self, user) -> bool:
         if self.is_public:
             return True
-        return user is not None and user.is_authenticated and (user.is_staff or user.pk == self.owner_id)
+        return self.role_of(user) is not None
 
     def can_edit(self, user) -> bool:
+        """The album itself: name, order, cover, members, links, deletion. Only the owner (and staff)."""
         return user is not None and user.is_authenticated and (user.is_staff or user.pk == self.owner_id)
+
+
+class AlbumRole(models.TextChoices):
+    VIEWER = "viewer", "Viewer (sees the album)"
+    CONTRIBUTOR = "contributor", "Contributor (also adds images)"
+    EDITOR = "editor", "Editor (also removes images and edits captions)"
+
+
+AlbumRole.ADDING = (AlbumRole.CONTRIBUTOR, AlbumRole.EDITOR)
+
+
+class AlbumMember(models.Model):
+    """Someone the owner shares an album with, and what they may do in it (gallery/sharing.py)."""
+
+    album = models.ForeignKey("Album", on_delete=models.CASCADE, related_name="members")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="album_memberships")
+    role = models.CharField(max_length=12, choices=AlbumRole.choices, default=AlbumRole.VIEWER)
+    added_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["album", "user"], name="gallery_albummember_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.user_id} {self.role} of {self.album_id}"
+
+
+class AlbumShareLink(models.Model):
+    """A read-only link to an album for people without an account; it expires and can be revoked."""
+
+    album = models.ForeignKey("Album", on_delete=models.CASCADE, related_name="share_links")
+    token = models.CharField(max_length=64, unique=True, editable=False)
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField(help_text="The link stops working at this time.")
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"link to album {self.album_id}"
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None and self.expires_at > timezone.now()
+
+    def get_absolute_url(self) -> str:
+        return reverse("gallery:shared_album", args=[self.token])
 
 
 class AlbumImage(models.Model):

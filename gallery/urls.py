@@ -27,5 +27,11 @@ urlpatterns = [
     path("albums/<int:pk>/delete/", views.album_delete, name="album_delete"),
     path("albums/<int:pk>/reorder/", views.album_reorder, name="album_reorder"),
     path("albums/<int:pk>/cover/", views.album_cover, name="album_cover"),
+    path("albums/<int:pk>/members/", views.album_member_set, name="album_member_set"),
+    path("albums/<int:pk>/members/<int:member_pk>/remove/", views.album_member_remove, name="album_member_remove"),
+    path("albums/<int:pk>/links/", views.album_link_create, name="album_link_create"),
+    path("albums/<int:pk>/links/<int:link_pk>/revoke/", views.album_link_revoke, name="album_link_revoke"),
+    path("shared/<str:token>/", views.shared_album, name="shared_album"),
+    path("shared/<str:token>/images/<int:pk>/<str:kind>.webp", views.shared_image, name="shared_image"),
     path("albums/<int:pk>/move/<int:image_pk>/<str:direction>/", views.album_move, name="album_move"),
 ]

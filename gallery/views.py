@@ -17,17 +17,20 @@ from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
-from . import hooks, selectors, services
+from . import hooks, selectors, services, sharing
 from .forms import AlbumForm, BulkActionForm, GridFilterForm, ImageEditForm, NsfwPreferenceForm, ReorderForm
 from .imaging import ImageRejected, check_size
-from .models import Album, GalleryPreference, Image, ImageSource
+from .models import Album, AlbumRole, GalleryPreference, Image, ImageSource
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _get_image_for_user(request: HttpRequest, pk: int, *, edit: bool = False) -> Image:
     image = get_object_or_404(Image.objects.select_related("owner"), pk=pk)
-    allowed = image.can_edit(request.user) if edit else image.is_visible_to(request.user)
+    if edit:
+        allowed = image.can_edit(request.user)
+    else:
+        allowed = image.is_visible_to(request.user) or sharing.image_shared_with(request.user, image)
     if not allowed:
         raise Http404("No such image.")
     return image
@@ -123,11 +126,11 @@ def _grid(request: HttpRequest, *, title: str, owner=None, trashed: bool = False
         "title": title, "images": images, "groups": groups, "next_cursor": next_cursor, "filter_form": form,
         "search_summary": ", ".join(searched),
         "nsfw_mode": nsfw_mode, "base_query": query.urlencode(), "trashed": trashed, "album": album,
-        "my_albums": Album.objects.filter(owner=request.user).order_by("name") if request.user.is_authenticated else [],
+        "my_albums": Album.objects.addable_by(request.user).order_by("name") if request.user.is_authenticated else [],
         "bulk_actions": hooks.bulk_actions,
         "sources": ImageSource.choices, "nsfw_form": NsfwPreferenceForm(initial={"nsfw_mode": nsfw_mode}),
         "selectable": request.user.is_authenticated and (owner is not None or trashed or
-                                                         (album is not None and album.can_edit(request.user))),
+                                                         (album is not None and album.can_remove_images(request.user))),
         **(extra or {}),
     }
     if request.htmx and cursor:
@@ -173,7 +176,7 @@ def image_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "title": image.title, "description": image.description,
             "is_public": image.is_public, "is_nsfw": image.is_nsfw,
         }),
-        "my_albums": Album.objects.filter(owner=request.user) if request.user.is_authenticated else [],
+        "my_albums": Album.objects.addable_by(request.user) if request.user.is_authenticated else [],
         "nsfw_mode": GalleryPreference.nsfw_mode_for(request.user),
     }
     return render(request, "gallery/image_detail.html", context)
@@ -212,7 +215,10 @@ def image_restore(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 def _serve_derivative(request: HttpRequest, pk: int, field: str) -> HttpResponse:
-    image = _get_image_for_user(request, pk)
+    return _serve_file(_get_image_for_user(request, pk), field)
+
+
+def _serve_file(image: Image, field: str) -> HttpResponse:
     name = getattr(image, field).name
     if not name:
         return redirect(static("img/placeholder.svg"))
@@ -313,8 +319,10 @@ def bulk(request: HttpRequest) -> HttpResponse:
     if action in ("add_to_album", "remove_from_album"):
         album_id = form.cleaned_data.get("album")
         album = Album.objects.filter(pk=album_id).first() if album_id else None
-        if album is None or not album.can_edit(user):
-            messages.error(request, "Choose one of your albums.")
+        allowed = album is not None and (album.can_add_images(user) if action == "add_to_album"
+                                         else album.can_remove_images(user))
+        if not allowed:
+            messages.error(request, "Choose one of your albums (or one shared with you with that right).")
             return redirect(_safe_next(request, fallback))
         if action == "add_to_album":
             # Only images the user may see can go into their album.
@@ -380,8 +388,96 @@ def album_create(request: HttpRequest) -> HttpResponse:
 @require_GET
 def album_detail(request: HttpRequest, pk: int) -> HttpResponse:
     album = _get_album_for_user(request, pk)
-    return _grid(request, title=album.name, album=album, template="gallery/album_detail.html",
-                 extra={"can_edit": album.can_edit(request.user), "cover": album.cover_image(request.user)})
+    can_edit = album.can_edit(request.user)
+    extra = {"can_edit": can_edit, "cover": album.cover_image(request.user), "role": album.role_of(request.user),
+             "can_remove": album.can_remove_images(request.user)}
+    if can_edit:
+        extra.update(members=album.members.select_related("user").order_by("user__username"),
+                     share_links=album.share_links.all()[:20], roles=AlbumRole.choices,
+                     link_days=sharing.MAX_LINK_DAYS)
+    return _grid(request, title=album.name, album=album, template="gallery/album_detail.html", extra=extra)
+
+
+@login_required
+@require_POST
+def album_member_set(request: HttpRequest, pk: int) -> HttpResponse:
+    album = _get_album_for_user(request, pk, edit=True)
+    try:
+        member = sharing.member_set(album=album, username=request.POST.get("username", ""),
+                                    role=request.POST.get("role", ""))
+    except sharing.SharingError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, f"{member.user.get_username()} is now {member.get_role_display().lower()}.")
+    return redirect(album)
+
+
+@login_required
+@require_POST
+def album_member_remove(request: HttpRequest, pk: int, member_pk: int) -> HttpResponse:
+    album = _get_album_for_user(request, pk, edit=True)
+    if sharing.member_remove(album=album, member_id=member_pk):
+        messages.success(request, "Member removed.")
+    return redirect(album)
+
+
+@login_required
+@require_POST
+def album_link_create(request: HttpRequest, pk: int) -> HttpResponse:
+    album = _get_album_for_user(request, pk, edit=True)
+    days = request.POST.get("days", "")
+    try:
+        link = sharing.link_create(album=album, days=int(days) if days.isdigit() else 0)
+    except sharing.SharingError as exc:
+        messages.error(request, str(exc))
+    else:
+        until = timezone.localtime(link.expires_at)
+        messages.success(request, f"Share link made; it works until {until:%Y-%m-%d %H:%M}.")
+    return redirect(album)
+
+
+@login_required
+@require_POST
+def album_link_revoke(request: HttpRequest, pk: int, link_pk: int) -> HttpResponse:
+    album = _get_album_for_user(request, pk, edit=True)
+    if sharing.link_revoke(album=album, link_id=link_pk):
+        messages.success(request, "Share link revoked; it no longer works.")
+    return redirect(album)
+
+
+def _link_or_404(token: str):
+    link = sharing.active_link(token)
+    if link is None:
+        raise Http404("This link does not exist, has expired or was revoked.")
+    return link
+
+
+@require_GET
+def shared_album(request: HttpRequest, token: str) -> HttpResponse:
+    """What a share link shows, to anyone holding it: read-only, no NSFW, nothing outside the album."""
+    link = _link_or_404(token)
+    album = link.album
+    page_size = settings.GALLERY_PAGE_SIZE
+    cursor = request.GET.get("cursor", "")
+    offset = int(cursor) if cursor.isdigit() and len(cursor) < 9 else 0
+    images = list(album.images_for_link().only("pk", "title", "original_filename", "width", "height",
+                                                "derivatives")[offset:offset + page_size + 1])
+    next_cursor = offset + page_size if len(images) > page_size else None
+    response = render(request, "gallery/shared_album.html", {
+        "album": album, "link": link, "images": images[:page_size], "next_cursor": next_cursor,
+    })
+    response["Referrer-Policy"] = "no-referrer"  # the token is in the address
+    response["Cache-Control"] = "private, no-store"
+    return response
+
+
+@require_GET
+def shared_image(request: HttpRequest, token: str, pk: int, kind: str) -> HttpResponse:
+    link = _link_or_404(token)
+    image = link.album.images_for_link().filter(pk=pk).first()
+    if image is None or kind not in ("thumbnail", "preview"):
+        raise Http404("No such image.")
+    return _serve_file(image, kind)
 
 
 @login_required
