@@ -37,6 +37,8 @@ class BulkActionForm(forms.Form):
         ("mark_sfw", "Mark not NSFW"),
         ("trash", "Move to trash"),
         ("restore", "Restore from trash"),
+        ("stack", "Stack (under the first selected)"),
+        ("unstack", "Take out of their stacks"),
     ]
     action = forms.ChoiceField(choices=ACTIONS)
     ids = forms.CharField(help_text="Comma-separated image ids.")

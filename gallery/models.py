@@ -123,6 +123,10 @@ class Image(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
     trashed_at = models.DateTimeField(null=True, blank=True, db_index=True)
     taken_at = models.DateTimeField(null=True, blank=True, help_text="When the picture was taken (EXIF), if known.")
+    stack_top = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="stacked",
+        help_text="Stacked under this image (a near duplicate): the grid shows one tile per stack.",
+    )
     # The grid's date: taken_at, else created_at (kept by save(); the grid orders and groups by it).
     shown_at = models.DateTimeField(default=timezone.now, editable=False)
 

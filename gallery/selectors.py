@@ -6,6 +6,7 @@ from django.conf import settings
 
 from . import neardup
 from .models import Album, AlbumQuerySet, Image, ImageQuerySet, NearDuplicatePair, NsfwMode
+from .stacks import unstacked_q
 
 
 def grid_images(*, user, nsfw_mode: str, album=None, source: str = "", tag: str = "", query: str = "",
@@ -26,6 +27,8 @@ def grid_images(*, user, nsfw_mode: str, album=None, source: str = "", tag: str 
         qs = qs.search(query)
     if nsfw_mode == NsfwMode.HIDE or not (user and user.is_authenticated):
         qs = qs.filter(is_nsfw=False)
+    if album is None and not trashed:
+        qs = qs.filter(unstacked_q())  # one tile per stack
     return qs.only(
         "pk", "owner_id", "title", "original_filename", "is_nsfw", "is_public", "derivatives", "thumbnail",
         "width", "height", "source", "trashed_at", "shown_at", "taken_at", "created_at",
@@ -59,7 +62,7 @@ def duplicate_groups(*, owner, max_distance: int | None = None, limit_groups: in
     max_distance = settings.GALLERY_NEAR_DUPLICATE_DISTANCE if max_distance is None else max_distance
     pairs = (NearDuplicatePair.objects.filter(owner=owner, distance__lte=max_distance,
                                               image__trashed_at__isnull=True, other__trashed_at__isnull=True)
-             .values_list("image_id", "other_id"))
+             .values_list("image_id", "other_id", "image__stack_top_id", "other__stack_top_id"))
     parent: dict[int, int] = {}
 
     def find(i: int) -> int:
@@ -69,7 +72,9 @@ def duplicate_groups(*, owner, max_distance: int | None = None, limit_groups: in
             i = parent[i]
         return i
 
-    for a, b in pairs.iterator(chunk_size=5000):
+    for a, b, a_top, b_top in pairs.iterator(chunk_size=5000):
+        if (a_top or a) == (b_top or b):
+            continue  # already stacked together: resolved
         ra, rb = find(a), find(b)
         if ra != rb:
             parent[max(ra, rb)] = min(ra, rb)

@@ -89,6 +89,7 @@ def image_ingest(
     album: Album | None = None,
     prepared: tuple[ImageInfo, Derivatives | None] | None = None,
     make_derivatives_inline: bool = False,
+    stack_near_duplicates: bool = False,
 ) -> IngestResult:
     """Validate, store, hash and record one image for `owner`.
 
@@ -141,6 +142,10 @@ def image_ingest(
                 derivatives=DerivativeStatus.READY if derivatives is not None else DerivativeStatus.PENDING,
             )
             neardup.record_pairs(image, max_distance=settings.GALLERY_NEAR_DUPLICATE_DISTANCE)
+            if stack_near_duplicates:
+                from .stacks import stack_on_import
+
+                stack_on_import(image)
             if album is not None:
                 album_add_images(album=album, images=[image])
             if derivatives is None:

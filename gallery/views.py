@@ -17,7 +17,7 @@ from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
-from . import hooks, selectors, services, sharing
+from . import hooks, selectors, services, sharing, stacks
 from .forms import AlbumForm, BulkActionForm, GridFilterForm, ImageEditForm, NsfwPreferenceForm, ReorderForm
 from .imaging import ImageRejected, check_size
 from .models import Album, AlbumRole, GalleryPreference, Image, ImageSource
@@ -109,6 +109,10 @@ def _grid(request: HttpRequest, *, title: str, owner=None, trashed: bool = False
         images = list(qs[:page_size + 1])
         next_cursor = encode_grid_cursor(images[page_size - 1]) if len(images) > page_size else None
     images = images[:page_size]
+    if album is None and not trashed:
+        sizes = stacks.stack_sizes([i.pk for i in images])
+        for image in images:
+            image.stack_size = sizes.get(image.pk, 0)
     groups = [(None, images)] if album is not None else day_groups(images)
     query = request.GET.copy()
     query.pop("cursor", None)
@@ -169,6 +173,8 @@ def image_detail(request: HttpRequest, pk: int) -> HttpResponse:
         # Where this image may become the cover: albums the viewer may edit, whose cover it is not yet.
         "cover_choices": {a.pk for a in albums if a.can_edit(request.user) and a.cover_id != image.pk},
         "similar": selectors.similar_images(image, user=request.user),
+        "stack_top": image.stack_top if image.stack_top_id and image.stack_top.is_visible_to(request.user) else None,
+        "stacked": list(Image.objects.visible_to(request.user).filter(stack_top=image)[:60]),
         "lineage": lineage,
         "panels": panels,
         "can_edit": image.can_edit(request.user),
@@ -286,7 +292,7 @@ def _ingest_upload(request: HttpRequest, upload_file, album: Album | None) -> di
     try:
         data = upload_file.read()
         result = services.image_ingest(owner=request.user, data=data, filename=name, source=ImageSource.UPLOAD,
-                                       album=album)
+                                       album=album, stack_near_duplicates=request.POST.get("stack") == "on")
     except services.StorageFailed as exc:
         return {"ok": False, "name": name, "status": 507, "error": str(exc)}
     except ImageRejected as exc:
@@ -340,7 +346,16 @@ def bulk(request: HttpRequest) -> HttpResponse:
         "mark_sfw": (lambda: services.images_set_nsfw(user=user, ids=ids, nsfw=False), "marked not NSFW"),
         "trash": (lambda: services.images_trash(user=user, ids=ids), "moved to the trash"),
         "restore": (lambda: services.images_restore(user=user, ids=ids), "restored"),
+        "unstack": (lambda: stacks.stack_remove(user=user, ids=ids), "taken out of their stacks"),
     }
+    if action == "stack":
+        try:
+            count = stacks.stack_create(user=user, top_id=ids[0], ids=ids[1:])
+        except stacks.StackError as exc:
+            messages.error(request, str(exc))
+        else:
+            messages.success(request, f"{count} image(s) stacked under the first selected.")
+        return redirect(_safe_next(request, fallback))
     run, verb = operations[action]
     count = run()
     messages.success(request, f"{count} image(s) {verb}.")
@@ -574,7 +589,16 @@ def duplicates_resolve(request: HttpRequest) -> HttpResponse:
     if keep not in group:
         messages.error(request, "The image to keep must be one of the group.")
         return redirect("gallery:duplicates")
-    count = services.images_trash(user=request.user, ids=[i for i in group if i != keep])
+    others = [i for i in group if i != keep]
+    if request.POST.get("how") == "stack":
+        try:
+            count = stacks.stack_create(user=request.user, top_id=keep, ids=others)
+        except stacks.StackError as exc:
+            messages.error(request, str(exc))
+        else:
+            messages.success(request, f"Stacked {count} image(s) under the chosen one.")
+        return redirect("gallery:duplicates")
+    count = services.images_trash(user=request.user, ids=others)
     messages.success(request, f"Kept one image and moved {count} to the trash.")
     return redirect("gallery:duplicates")
 
