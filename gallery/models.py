@@ -417,3 +417,15 @@ class NearDuplicatePair(models.Model):
 
     def __str__(self) -> str:
         return f"{self.image_id}~{self.other_id} ({self.distance})"
+
+
+class ImageEmbedding(models.Model):
+    """An image's CLIP vector (float32, L2-normalised) for semantic search (gallery/semantic/store.py)."""
+
+    image = models.OneToOneField(Image, primary_key=True, on_delete=models.CASCADE, related_name="embedding")
+    model = models.CharField(max_length=100, db_index=True, help_text="Which model made it; others never compare.")
+    vector = models.BinaryField()
+    created_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"embedding of {self.image_id} ({self.model})"

@@ -150,6 +150,10 @@ def image_ingest(
                 album_add_images(album=album, images=[image])
             if derivatives is None:
                 transaction.on_commit(lambda: queue_derivatives(image.pk))
+            if settings.GALLERY_CLIP_MODEL:
+                from .semantic.services import queue_embedding
+
+                transaction.on_commit(lambda: queue_embedding(image.pk))
     except IntegrityError:
         # The same bytes arrived twice at once: the other request won; use its row.
         _delete_unreferenced(created_files)

@@ -21,6 +21,7 @@ from . import hooks, selectors, services, sharing, stacks
 from .forms import AlbumForm, BulkActionForm, GridFilterForm, ImageEditForm, NsfwPreferenceForm, ReorderForm
 from .imaging import ImageRejected, check_size
 from .models import Album, AlbumRole, GalleryPreference, Image, ImageSource
+from .semantic import services as semantic
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -131,7 +132,7 @@ def _grid(request: HttpRequest, *, title: str, owner=None, trashed: bool = False
         "search_summary": ", ".join(searched),
         "nsfw_mode": nsfw_mode, "base_query": query.urlencode(), "trashed": trashed, "album": album,
         "my_albums": Album.objects.addable_by(request.user).order_by("name") if request.user.is_authenticated else [],
-        "bulk_actions": hooks.bulk_actions,
+        "bulk_actions": hooks.bulk_actions, "semantic_enabled": semantic.enabled(),
         "sources": ImageSource.choices, "nsfw_form": NsfwPreferenceForm(initial={"nsfw_mode": nsfw_mode}),
         "selectable": request.user.is_authenticated and (owner is not None or trashed or
                                                          (album is not None and album.can_remove_images(request.user))),
@@ -173,6 +174,7 @@ def image_detail(request: HttpRequest, pk: int) -> HttpResponse:
         # Where this image may become the cover: albums the viewer may edit, whose cover it is not yet.
         "cover_choices": {a.pk for a in albums if a.can_edit(request.user) and a.cover_id != image.pk},
         "similar": selectors.similar_images(image, user=request.user),
+        "semantic_enabled": semantic.enabled(),
         "stack_top": image.stack_top if image.stack_top_id and image.stack_top.is_visible_to(request.user) else None,
         "stacked": list(Image.objects.visible_to(request.user).filter(stack_top=image)[:60]),
         "lineage": lineage,
@@ -562,6 +564,56 @@ def album_cover(request: HttpRequest, pk: int) -> HttpResponse:
     else:
         messages.success(request, "Cover chosen.")
     return redirect(_safe_next(request, album.get_absolute_url()))
+
+
+# Semantic search
+
+def _ranked_page(request: HttpRequest, *, title: str, ranked, extra_images=(), note: str = "") -> HttpResponse:
+    nsfw_mode = GalleryPreference.nsfw_mode_for(request.user)
+    images = [image for image, _ in ranked] + list(extra_images)
+    return render(request, "gallery/image_grid.html", {
+        "title": title, "images": images, "groups": [(None, images)], "next_cursor": None,
+        "filter_form": GridFilterForm(request.GET), "nsfw_mode": nsfw_mode, "selectable": False,
+        "sources": ImageSource.choices, "nsfw_form": NsfwPreferenceForm(initial={"nsfw_mode": nsfw_mode}),
+        "semantic_enabled": True, "search_summary": note, "ranked": True,
+    })
+
+
+def _semantic_scope(request: HttpRequest):
+    scope = Image.objects.visible_to(request.user)
+    if GalleryPreference.nsfw_mode_for(request.user) == "hide":
+        scope = scope.filter(is_nsfw=False)
+    return scope
+
+
+@require_GET
+def semantic_search(request: HttpRequest) -> HttpResponse:
+    """Nearest images to a text by CLIP; images without a vector yet follow as plain-search matches."""
+    text = (request.GET.get("q") or "").strip()[:200]
+    if not semantic.enabled():
+        messages.info(request, "Search by meaning is off: no CLIP model is configured.")
+        return redirect(reverse("gallery:index") + (f"?q={text}" if text else ""))
+    if not text:
+        return redirect("gallery:index")
+    scope = _semantic_scope(request)
+    ranked = semantic.search_text(user=request.user, text=text, images=scope)
+    seen = {image.pk for image, _ in ranked}
+    unembedded = (scope.search(text).filter(embedding__isnull=True).exclude(pk__in=seen).order_by("-pk")[:30])
+    return _ranked_page(request, title=f"Images like “{text}”", ranked=ranked, extra_images=unembedded,
+                        note=f"“{text}” (by meaning)")
+
+
+@require_GET
+def image_more_like(request: HttpRequest, pk: int) -> HttpResponse:
+    image = _get_image_for_user(request, pk)
+    if not semantic.enabled():
+        raise Http404("Search by meaning is off.")
+    ranked = semantic.more_like(user=request.user, image=image, images=_semantic_scope(request))
+    if ranked is None:
+        messages.info(request, "This image is not embedded yet; try again in a moment.")
+        return redirect(image)
+    return _ranked_page(request, title=f"More like {image.display_name}", ranked=ranked,
+                        note=f"more like {image.display_name}")
 
 
 # Duplicates review
