@@ -45,7 +45,8 @@ def _load(path: str, tag: str):
     import torch
     from transformers import CLIPImageProcessor, CLIPModel, CLIPTokenizer
 
-    torch.set_num_threads(max(1, min(4, torch.get_num_threads())))
+    # One thread: a text query is a few milliseconds, and web threads running torch in parallel only fight.
+    torch.set_num_threads(1)
     model = CLIPModel.from_pretrained(path).eval()
     return model, CLIPTokenizer.from_pretrained(path), CLIPImageProcessor.from_pretrained(path)
 
