@@ -28,6 +28,20 @@
       tile.style.maxWidth = w + "px";
       if (img) img.style.aspectRatio = w + " / " + h;
     }
+    offerSizes(tile, img, w, h);
+  }
+
+  // A tile can be shown wider than the thumbnail (which is at most THUMB px on its long side): offer the preview
+  // too, so the browser takes the sharper one when the tile needs it (still never past the picture's own size).
+  var THUMB = 300, PREVIEW = 1280;
+  function offerSizes(tile, img, w, h) {
+    var open = tile.querySelector("a.open");
+    if (!img || !open || img.srcset || !/preview\.webp$/.test(open.dataset.preview || "")) return;
+    var scale = function (limit) { return Math.max(1, Math.round(w * Math.min(1, limit / Math.max(w, h)))); };
+    var thumbW = scale(THUMB), previewW = scale(PREVIEW);
+    if (previewW <= thumbW) return;
+    img.sizes = Math.ceil(Math.min(w, (w / h) * ROW_HEIGHT * 1.5)) + "px";
+    img.srcset = img.getAttribute("src") + " " + thumbW + "w, " + open.dataset.preview + " " + previewW + "w";
   }
 
   function layout(root) {
