@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.conf import settings
 
 from . import neardup
-from .models import Album, AlbumQuerySet, Image, ImageQuerySet, NearDuplicatePair, NsfwMode
+from .models import Album, AlbumMember, AlbumQuerySet, Image, ImageQuerySet, NearDuplicatePair, NsfwMode
 from .stacks import unstacked_q
 
 
@@ -41,6 +41,17 @@ def albums_for_viewer(albums: AlbumQuerySet, *, user) -> list[Album]:
     covers = Image.objects.in_bulk([a.visible_cover_id for a in rows if a.visible_cover_id])
     for album in rows:
         album.viewer_cover = covers.get(album.visible_cover_id)
+    # Albums shared with the user show what members see (private images of contributors included): the query
+    # above knows only the general rule, so these few are counted one by one.
+    if user is not None and user.is_authenticated:
+        shared = set(AlbumMember.objects.filter(user=user, album__in=[a.pk for a in rows])
+                     .values_list("album_id", flat=True))
+        for album in rows:
+            if album.pk in shared:
+                visible = album.images_visible_to(user)
+                album.image_count = visible.count()
+                chosen = visible.filter(pk=album.cover_id).first() if album.cover_id else None
+                album.viewer_cover = chosen or visible.first()
     return rows
 
 

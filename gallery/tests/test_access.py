@@ -344,3 +344,12 @@ def test_member_form_errors_are_messages(shared):
                           ({"username": "alice", "role": "editor"}, "already has every right")):
         response = owner.post(f"/gallery/albums/{album.pk}/members/", data, follow=True)
         assert response.status_code == 200 and message in response.content.decode()
+
+
+def test_a_members_album_list_counts_and_covers_what_they_see_in_it(shared):
+    album = shared["album"]  # the owner's private and NSFW images
+    services.album_set_cover(album=album, image=shared["private"])
+    listing = shared["clients"]["viewer"].get("/gallery/albums/").content.decode()
+    card = listing[listing.index(f'href="/gallery/albums/{album.pk}/"'):]
+    card = card[:card.index("</a>")]
+    assert "2 images" in card and f"/gallery/images/{shared['private'].pk}/thumbnail.webp" in card
