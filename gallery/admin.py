@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.utils.html import format_html
 
 from . import services
-from .models import Album, AlbumImage, GalleryPreference, Image, ImageProvenance
+from .models import Album, AlbumImage, AlbumMember, AlbumShareLink, GalleryPreference, Image, ImageProvenance
 
 
 @admin.register(Image)
@@ -83,6 +83,24 @@ class AlbumImageInline(admin.TabularInline):
     ordering = ("position",)
 
 
+class AlbumMemberInline(admin.TabularInline):
+    model = AlbumMember
+    extra = 0
+    raw_id_fields = ("user",)
+    verbose_name_plural = "Members (viewer sees; contributor also adds images; editor also removes and captions)"
+
+
+class AlbumShareLinkInline(admin.TabularInline):
+    model = AlbumShareLink
+    extra = 0
+    fields = ("token", "created_at", "expires_at", "revoked_at")
+    readonly_fields = ("token", "created_at")
+    verbose_name_plural = "Share links (read-only, no NSFW; set 'revoked at' to stop one)"
+
+    def has_add_permission(self, request, obj=None):
+        return False  # made on the album page, where the token is generated
+
+
 @admin.register(Album)
 class AlbumAdmin(admin.ModelAdmin):
     list_display = ("name", "owner", "image_count", "is_public", "is_training_source", "updated_at")
@@ -90,7 +108,7 @@ class AlbumAdmin(admin.ModelAdmin):
     search_fields = ("name", "description", "owner__username")
     raw_id_fields = ("owner", "cover")
     prepopulated_fields = {"slug": ("name",)}
-    inlines = [AlbumImageInline]
+    inlines = [AlbumImageInline, AlbumMemberInline, AlbumShareLinkInline]
     actions = ["make_public", "make_private"]
 
     def get_queryset(self, request):

@@ -23,7 +23,8 @@ class GridFilterForm(forms.Form):
     source = forms.ChoiceField(required=False, choices=[("", "Any source"), *ImageSource.choices])
     tag = forms.CharField(required=False, max_length=100)
     album = forms.IntegerField(required=False, min_value=1)
-    cursor = forms.IntegerField(required=False, min_value=1)
+    # "<microseconds since 1970>_<pk>" of the last image shown (date order), or an offset (album order).
+    cursor = forms.RegexField(required=False, regex=r"^\d{1,20}(_\d{1,20})?$", max_length=42)
 
 
 class BulkActionForm(forms.Form):
@@ -36,6 +37,8 @@ class BulkActionForm(forms.Form):
         ("mark_sfw", "Mark not NSFW"),
         ("trash", "Move to trash"),
         ("restore", "Restore from trash"),
+        ("stack", "Stack (under the first selected)"),
+        ("unstack", "Take out of their stacks"),
     ]
     action = forms.ChoiceField(choices=ACTIONS)
     ids = forms.CharField(help_text="Comma-separated image ids.")

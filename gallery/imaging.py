@@ -11,6 +11,7 @@ import io
 import re
 import warnings
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import PurePath
 
@@ -60,6 +61,7 @@ class ImageInfo:
     format: str
     mime: str
     size: int
+    taken_at: datetime | None = None
 
     @property
     def extension(self) -> str:
@@ -205,6 +207,32 @@ def perceptual_hash(im: PILImage.Image) -> int:
     return value - (1 << 64) if value >= (1 << 63) else value
 
 
+_EXIF_IFD = 0x8769
+_DATE_TIME_ORIGINAL = 0x9003
+_DATE_TIME_DIGITIZED = 0x9004
+_DATE_TIME = 0x0132
+
+
+def taken_date(im: PILImage.Image) -> datetime | None:
+    """When the picture was taken, from EXIF (original, else digitized, else file date); None when absent or
+    nonsense. EXIF dates carry no zone: they are read as UTC, which keeps the day the camera showed."""
+    try:
+        exif = im.getexif()
+        sub = exif.get_ifd(_EXIF_IFD)
+    except Exception:  # noqa: BLE001 - a damaged EXIF block only costs us the date
+        return None
+    for raw in (sub.get(_DATE_TIME_ORIGINAL), sub.get(_DATE_TIME_DIGITIZED), exif.get(_DATE_TIME)):
+        if not isinstance(raw, str):
+            continue
+        try:
+            when = datetime.strptime(raw.strip().rstrip("\x00")[:19], "%Y:%m:%d %H:%M:%S").replace(tzinfo=UTC)
+        except ValueError:
+            continue
+        if 1900 <= when.year <= datetime.now(UTC).year + 1:
+            return when
+    return None
+
+
 def hamming(a: int, b: int) -> int:
     return ((a ^ b) & ((1 << 64) - 1)).bit_count()
 
@@ -260,6 +288,7 @@ def inspect_image(
             check_extension(filename, fmt)
             _check_dimensions(im, max_pixels)
             width, height = im.size
+            taken_at = taken_date(im)
             try:
                 _check_total_pixels(im, max_total_pixels)
                 _decode_all(im, draft_to=preview_size if derivatives else None)
@@ -276,7 +305,7 @@ def inspect_image(
                 raise ImageRejected(f"The image is damaged or truncated ({exc}).") from None
     info = ImageInfo(
         sha256=hashlib.sha256(data).hexdigest(), phash=phash, width=width, height=height,
-        format=fmt, mime=MIME_TYPES[fmt], size=len(data),
+        format=fmt, mime=MIME_TYPES[fmt], size=len(data), taken_at=taken_at,
     )
     return info, made
 

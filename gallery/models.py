@@ -97,6 +97,11 @@ class Image(models.Model):
     file = models.FileField(max_length=255, help_text="The original bytes, stored under a content-addressed name.")
     sha256 = models.CharField(max_length=64, db_index=True)
     phash = models.BigIntegerField(help_text="64-bit perceptual hash (signed) for near-duplicate search.")
+    # The hash's four 16-bit bands, indexed, so near duplicates come from index lookups (gallery/neardup.py).
+    phash_b0 = models.PositiveIntegerField(default=0, editable=False)
+    phash_b1 = models.PositiveIntegerField(default=0, editable=False)
+    phash_b2 = models.PositiveIntegerField(default=0, editable=False)
+    phash_b3 = models.PositiveIntegerField(default=0, editable=False)
     width = models.PositiveIntegerField()
     height = models.PositiveIntegerField()
     format = models.CharField(max_length=10, help_text="JPEG, PNG, WEBP, GIF, BMP or TIFF.")
@@ -117,6 +122,13 @@ class Image(models.Model):
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
     trashed_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    taken_at = models.DateTimeField(null=True, blank=True, help_text="When the picture was taken (EXIF), if known.")
+    stack_top = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="stacked",
+        help_text="Stacked under this image (a near duplicate): the grid shows one tile per stack.",
+    )
+    # The grid's date: taken_at, else created_at (kept by save(); the grid orders and groups by it).
+    shown_at = models.DateTimeField(default=timezone.now, editable=False)
 
     objects = ImageQuerySet.as_manager()
 
@@ -126,10 +138,23 @@ class Image(models.Model):
         indexes = [
             models.Index(fields=["owner", "-id"], name="gallery_img_owner_id"),
             models.Index(fields=["is_public", "is_nsfw", "-id"], name="gallery_img_public_id"),
+            models.Index(fields=["owner", "phash_b0"], name="gallery_img_phash_b0"),
+            models.Index(fields=["owner", "phash_b1"], name="gallery_img_phash_b1"),
+            models.Index(fields=["owner", "phash_b2"], name="gallery_img_phash_b2"),
+            models.Index(fields=["owner", "phash_b3"], name="gallery_img_phash_b3"),
+            models.Index(fields=["owner", "-shown_at", "-id"], name="gallery_img_owner_shown"),
+            models.Index(fields=["is_public", "is_nsfw", "-shown_at", "-id"], name="gallery_img_public_shown"),
         ]
 
     def __str__(self) -> str:
         return self.title or self.original_filename or f"Image {self.pk}"
+
+    def save(self, *args, **kwargs):
+        from .neardup import phash_bands
+
+        self.phash_b0, self.phash_b1, self.phash_b2, self.phash_b3 = phash_bands(self.phash)
+        self.shown_at = self.taken_at or self.created_at
+        super().save(*args, **kwargs)
 
     @property
     def display_name(self) -> str:
@@ -165,6 +190,12 @@ class Image(models.Model):
     def can_edit(self, user) -> bool:
         return user is not None and user.is_authenticated and (user.is_staff or user.pk == self.owner_id)
 
+    def can_edit_captions(self, user) -> bool:
+        """The owner, staff, and editors of a shared album holding it (gallery/sharing.py)."""
+        from .sharing import can_edit_captions
+
+        return can_edit_captions(user, self)
+
 
 class AlbumQuerySet(models.QuerySet):
     def visible_to(self, user):
@@ -172,7 +203,15 @@ class AlbumQuerySet(models.QuerySet):
             return self.filter(is_public=True)
         if user.is_staff:
             return self
-        return self.filter(Q(owner=user) | Q(is_public=True))
+        member_of = AlbumMember.objects.filter(user=user).values("album_id")
+        return self.filter(Q(owner=user) | Q(is_public=True) | Q(pk__in=member_of))
+
+    def addable_by(self, user):
+        """Albums `user` may add images to: their own and those they contribute to or edit."""
+        if user is None or not user.is_authenticated:
+            return self.none()
+        adding = AlbumMember.objects.filter(user=user, role__in=AlbumRole.ADDING).values("album_id")
+        return self.filter(Q(owner=user) | Q(pk__in=adding))
 
     def with_counts(self, user):
         """`image_count`: how many of the album's images `user` may see."""
@@ -232,7 +271,41 @@ class Album(models.Model):
         training snapshots): an album may hold other people's public images, and when one of them turns
         private or is trashed it drops out of everyone's view of the album but its owner's.
         """
-        return Image.objects.visible_to(user).in_album(self).order_by("album_entries__position", "pk")
+        condition = image_visibility_q(user)
+        if self.is_shared_with(user):
+            # Members see what the owner and the contributing members put in, even when it is private.
+            condition |= Q(trashed_at__isnull=True, owner_id__in=self.contributor_ids())
+        return Image.objects.filter(condition).in_album(self).order_by("album_entries__position", "pk")
+
+    def images_for_link(self) -> ImageQuerySet:
+        """What a share link shows: the owner's and contributing members' live images, never NSFW."""
+        condition = image_visibility_q(None) | Q(trashed_at__isnull=True, is_nsfw=False,
+                                                 owner_id__in=self.contributor_ids())
+        return Image.objects.filter(condition).in_album(self).order_by("album_entries__position", "pk")
+
+    def contributor_ids(self) -> list[int]:
+        """The owner and the members who may add images: whose images the album's members all see."""
+        ids = list(self.members.filter(role__in=AlbumRole.ADDING).values_list("user_id", flat=True))
+        return [self.owner_id, *ids]
+
+    def role_of(self, user) -> str | None:
+        """'owner', a member's AlbumRole, or None. Staff count as owners."""
+        if user is None or not user.is_authenticated:
+            return None
+        if user.is_staff or user.pk == self.owner_id:
+            return "owner"
+        return self.members.filter(user=user).values_list("role", flat=True).first()
+
+    def is_shared_with(self, user) -> bool:
+        return (user is not None and user.is_authenticated and user.pk != self.owner_id
+                and self.members.filter(user=user).exists())
+
+    def can_add_images(self, user) -> bool:
+        return self.role_of(user) in ("owner", *AlbumRole.ADDING)
+
+    def can_remove_images(self, user) -> bool:
+        """Removing from the album and editing captions of its images."""
+        return self.role_of(user) in ("owner", AlbumRole.EDITOR)
 
     def ordered_images(self):
         """The album as its owner sees it."""
@@ -247,10 +320,58 @@ class Album(models.Model):
     def is_visible_to(self, user) -> bool:
         if self.is_public:
             return True
-        return user is not None and user.is_authenticated and (user.is_staff or user.pk == self.owner_id)
+        return self.role_of(user) is not None
 
     def can_edit(self, user) -> bool:
+        """The album itself: name, order, cover, members, links, deletion. Only the owner (and staff)."""
         return user is not None and user.is_authenticated and (user.is_staff or user.pk == self.owner_id)
+
+
+class AlbumRole(models.TextChoices):
+    VIEWER = "viewer", "Viewer (sees the album)"
+    CONTRIBUTOR = "contributor", "Contributor (also adds images)"
+    EDITOR = "editor", "Editor (also removes images and edits captions)"
+
+
+AlbumRole.ADDING = (AlbumRole.CONTRIBUTOR, AlbumRole.EDITOR)
+
+
+class AlbumMember(models.Model):
+    """Someone the owner shares an album with, and what they may do in it (gallery/sharing.py)."""
+
+    album = models.ForeignKey("Album", on_delete=models.CASCADE, related_name="members")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="album_memberships")
+    role = models.CharField(max_length=12, choices=AlbumRole.choices, default=AlbumRole.VIEWER)
+    added_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["album", "user"], name="gallery_albummember_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.user_id} {self.role} of {self.album_id}"
+
+
+class AlbumShareLink(models.Model):
+    """A read-only link to an album for people without an account; it expires and can be revoked."""
+
+    album = models.ForeignKey("Album", on_delete=models.CASCADE, related_name="share_links")
+    token = models.CharField(max_length=64, unique=True, editable=False)
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField(help_text="The link stops working at this time.")
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"link to album {self.album_id}"
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None and self.expires_at > timezone.now()
+
+    def get_absolute_url(self) -> str:
+        return reverse("gallery:shared_album", args=[self.token])
 
 
 class AlbumImage(models.Model):
@@ -315,3 +436,35 @@ class ImageProvenance(models.Model):
     @property
     def licence_known(self) -> bool:
         return bool(self.licence)
+
+
+class NearDuplicatePair(models.Model):
+    """Two images of one owner whose perceptual hashes are within the near-duplicate distance.
+
+    Written when an image arrives (an indexed lookup, gallery/neardup.py), read by the duplicates page, so
+    that page never compares all pairs. `manage.py rebuild_near_duplicates` recomputes them.
+    """
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="+")
+    other = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="+")
+    distance = models.PositiveSmallIntegerField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["image", "other"], name="gallery_neardup_pair_unique")]
+        indexes = [models.Index(fields=["owner", "image"], name="gallery_neardup_owner")]
+
+    def __str__(self) -> str:
+        return f"{self.image_id}~{self.other_id} ({self.distance})"
+
+
+class ImageEmbedding(models.Model):
+    """An image's CLIP vector (float32, L2-normalised) for semantic search (gallery/semantic/store.py)."""
+
+    image = models.OneToOneField(Image, primary_key=True, on_delete=models.CASCADE, related_name="embedding")
+    model = models.CharField(max_length=100, db_index=True, help_text="Which model made it; others never compare.")
+    vector = models.BinaryField()
+    created_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"embedding of {self.image_id} ({self.model})"

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import numpy as np
 from django.conf import settings
 
-from .models import Album, AlbumQuerySet, Image, ImageQuerySet, NsfwMode
+from . import neardup
+from .models import Album, AlbumMember, AlbumQuerySet, Image, ImageQuerySet, NearDuplicatePair, NsfwMode
+from .stacks import unstacked_q
 
 
 def grid_images(*, user, nsfw_mode: str, album=None, source: str = "", tag: str = "", query: str = "",
@@ -26,9 +27,11 @@ def grid_images(*, user, nsfw_mode: str, album=None, source: str = "", tag: str 
         qs = qs.search(query)
     if nsfw_mode == NsfwMode.HIDE or not (user and user.is_authenticated):
         qs = qs.filter(is_nsfw=False)
+    if album is None and not trashed:
+        qs = qs.filter(unstacked_q())  # one tile per stack
     return qs.only(
         "pk", "owner_id", "title", "original_filename", "is_nsfw", "is_public", "derivatives", "thumbnail",
-        "width", "height", "source", "trashed_at",
+        "width", "height", "source", "trashed_at", "shown_at", "taken_at", "created_at",
     )
 
 
@@ -38,59 +41,57 @@ def albums_for_viewer(albums: AlbumQuerySet, *, user) -> list[Album]:
     covers = Image.objects.in_bulk([a.visible_cover_id for a in rows if a.visible_cover_id])
     for album in rows:
         album.viewer_cover = covers.get(album.visible_cover_id)
+    # Albums shared with the user show what members see (private images of contributors included): the query
+    # above knows only the general rule, so these few are counted one by one.
+    if user is not None and user.is_authenticated:
+        shared = set(AlbumMember.objects.filter(user=user, album__in=[a.pk for a in rows])
+                     .values_list("album_id", flat=True))
+        for album in rows:
+            if album.pk in shared:
+                visible = album.images_visible_to(user)
+                album.image_count = visible.count()
+                chosen = visible.filter(pk=album.cover_id).first() if album.cover_id else None
+                album.viewer_cover = chosen or visible.first()
     return rows
 
 
-def _phash_array(values) -> np.ndarray:
-    return np.array(values, dtype=np.int64).view(np.uint64)
-
-
-def _popcount64(x: np.ndarray) -> np.ndarray:
-    # Byte-wise popcount through a lookup table: fast and exact for uint64 arrays.
-    table = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
-    return table[x.view(np.uint8).reshape(-1, 8)].sum(axis=1)
-
-
 def similar_images(image: Image, *, user, limit: int = 12, max_distance: int | None = None) -> list[tuple[Image, int]]:
-    """The owner's other images whose perceptual hash is within `max_distance` bits, closest first."""
+    """The owner's other images whose perceptual hash is within `max_distance` bits, closest first.
+
+    Candidates come from the band indexes (gallery/neardup.py); only they are compared."""
     max_distance = settings.GALLERY_NEAR_DUPLICATE_DISTANCE if max_distance is None else max_distance
-    candidates = Image.objects.visible_to(user).filter(owner=image.owner_id).exclude(pk=image.pk)
-    rows = list(candidates.values_list("pk", "phash"))
-    if not rows:
-        return []
-    ids = np.array([r[0] for r in rows])
-    distances = _popcount64(_phash_array([r[1] for r in rows]) ^ np.uint64(image.phash & ((1 << 64) - 1)))
-    keep = np.where(distances <= max_distance)[0]
-    keep = keep[np.argsort(distances[keep], kind="stable")][:limit]
-    by_id = Image.objects.in_bulk([int(ids[i]) for i in keep])
-    return [(by_id[int(ids[i])], int(distances[i])) for i in keep if int(ids[i]) in by_id]
+    candidates = (Image.objects.visible_to(user).filter(owner=image.owner_id).exclude(pk=image.pk)
+                  .filter(neardup.candidate_q(image.phash, max_distance)))
+    found = neardup.near(image.phash, candidates.values_list("pk", "phash"), max_distance)[:limit]
+    by_id = Image.objects.in_bulk([pk for pk, _ in found])
+    return [(by_id[pk], distance) for pk, distance in found if pk in by_id]
 
 
 def duplicate_groups(*, owner, max_distance: int | None = None, limit_groups: int = 50) -> list[list[Image]]:
-    """Groups of the owner's live images that are near duplicates of each other (single-link clusters)."""
+    """Groups of the owner's live images that are near duplicates of each other (single-link clusters over
+    the stored pairs), in the order of each group's first image."""
     max_distance = settings.GALLERY_NEAR_DUPLICATE_DISTANCE if max_distance is None else max_distance
-    rows = list(Image.objects.alive().filter(owner=owner).order_by("pk").values_list("pk", "phash"))
-    if len(rows) < 2:
-        return []
-    ids = [r[0] for r in rows]
-    hashes = _phash_array([r[1] for r in rows])
-    parent = list(range(len(ids)))
+    pairs = (NearDuplicatePair.objects.filter(owner=owner, distance__lte=max_distance,
+                                              image__trashed_at__isnull=True, other__trashed_at__isnull=True)
+             .values_list("image_id", "other_id", "image__stack_top_id", "other__stack_top_id"))
+    parent: dict[int, int] = {}
 
     def find(i: int) -> int:
+        parent.setdefault(i, i)
         while parent[i] != i:
             parent[i] = parent[parent[i]]
             i = parent[i]
         return i
 
-    for i in range(len(ids) - 1):
-        distances = _popcount64(hashes[i + 1:] ^ hashes[i])
-        for offset in np.where(distances <= max_distance)[0]:
-            a, b = find(i), find(i + 1 + int(offset))
-            if a != b:
-                parent[b] = a
+    for a, b, a_top, b_top in pairs.iterator(chunk_size=5000):
+        if (a_top or a) == (b_top or b):
+            continue  # already stacked together: resolved
+        ra, rb = find(a), find(b)
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
     groups: dict[int, list[int]] = {}
-    for index, pk in enumerate(ids):
-        groups.setdefault(find(index), []).append(pk)
-    clusters = [members for members in groups.values() if len(members) > 1][:limit_groups]
+    for pk in sorted(parent):
+        groups.setdefault(find(pk), []).append(pk)
+    clusters = list(groups.values())[:limit_groups]
     by_id = Image.objects.in_bulk([pk for members in clusters for pk in members])
-    return [[by_id[pk] for pk in members] for members in clusters]
+    return [[by_id[pk] for pk in members if pk in by_id] for members in clusters]

@@ -17,6 +17,7 @@ from django.db.models import Max
 from django.utils import timezone
 from django.utils.text import slugify
 
+from . import neardup
 from .imaging import Derivatives, ImageInfo, ImageRejected, inspect_image
 from .models import Album, AlbumImage, DerivativeStatus, Image, ImageSource
 
@@ -89,6 +90,7 @@ def image_ingest(
     prepared: tuple[ImageInfo, Derivatives | None] | None = None,
     make_derivatives_inline: bool = False,
     provenance: dict[str, Any] | None = None,
+    stack_near_duplicates: bool = False,
 ) -> IngestResult:
     """Validate, store, hash and record one image for `owner`.
 
@@ -132,7 +134,8 @@ def image_ingest(
                 created_files.append(preview_name)
         with transaction.atomic():
             image = Image.objects.create(
-                owner=owner, file=stored, sha256=info.sha256, phash=info.phash, width=info.width,
+                owner=owner, file=stored, sha256=info.sha256, phash=info.phash, taken_at=info.taken_at,
+                width=info.width,
                 height=info.height, format=info.format, mime=info.mime, bytes=info.size,
                 original_filename=Path(filename).name[:255] if filename else "",
                 title=title[:300], description=description, source=source,
@@ -141,6 +144,11 @@ def image_ingest(
                 thumbnail=thumb_name, preview=preview_name,
                 derivatives=DerivativeStatus.READY if derivatives is not None else DerivativeStatus.PENDING,
             )
+            neardup.record_pairs(image, max_distance=settings.GALLERY_NEAR_DUPLICATE_DISTANCE)
+            if stack_near_duplicates:
+                from .stacks import stack_on_import
+
+                stack_on_import(image)
             from .provenance import provenance_record
 
             provenance_record(image=image, data=data, **(provenance or {}))
@@ -148,6 +156,10 @@ def image_ingest(
                 album_add_images(album=album, images=[image])
             if derivatives is None:
                 transaction.on_commit(lambda: queue_derivatives(image.pk))
+            if settings.GALLERY_CLIP_MODEL:
+                from .semantic.services import queue_embedding
+
+                transaction.on_commit(lambda: queue_embedding(image.pk))
     except IntegrityError:
         # The same bytes arrived twice at once: the other request won; use its row.
         _delete_unreferenced(created_files)

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import views
+from . import views, views_search, views_sharing
 
 app_name = "gallery"
 urlpatterns = [
@@ -13,7 +13,9 @@ urlpatterns = [
     path("preferences/", views.preferences, name="preferences"),
     path("duplicates/", views.duplicates, name="duplicates"),
     path("duplicates/resolve/", views.duplicates_resolve, name="duplicates_resolve"),
+    path("search/", views_search.semantic_search, name="semantic_search"),
     path("images/<int:pk>/", views.image_detail, name="image_detail"),
+    path("images/<int:pk>/like/", views_search.image_more_like, name="image_more_like"),
     path("images/<int:pk>/edit/", views.image_edit, name="image_edit"),
     path("images/<int:pk>/trash/", views.image_trash, name="image_trash"),
     path("images/<int:pk>/restore/", views.image_restore, name="image_restore"),
@@ -27,5 +29,12 @@ urlpatterns = [
     path("albums/<int:pk>/delete/", views.album_delete, name="album_delete"),
     path("albums/<int:pk>/reorder/", views.album_reorder, name="album_reorder"),
     path("albums/<int:pk>/cover/", views.album_cover, name="album_cover"),
+    path("albums/<int:pk>/members/", views_sharing.album_member_set, name="album_member_set"),
+    path("albums/<int:pk>/members/<int:member_pk>/remove/", views_sharing.album_member_remove,
+         name="album_member_remove"),
+    path("albums/<int:pk>/links/", views_sharing.album_link_create, name="album_link_create"),
+    path("albums/<int:pk>/links/<int:link_pk>/revoke/", views_sharing.album_link_revoke, name="album_link_revoke"),
+    path("shared/<str:token>/", views_sharing.shared_album, name="shared_album"),
+    path("shared/<str:token>/images/<int:pk>/<str:kind>.webp", views_sharing.shared_image, name="shared_image"),
     path("albums/<int:pk>/move/<int:image_pk>/<str:direction>/", views.album_move, name="album_move"),
 ]

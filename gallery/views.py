@@ -2,26 +2,36 @@
 
 from __future__ import annotations
 
+from datetime import UTC, date, datetime, timedelta
+
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.files.storage import default_storage
+from django.db.models import Q
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.templatetags.static import static
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
-from . import hooks, selectors, services
+from . import hooks, selectors, services, sharing, stacks
 from .forms import AlbumForm, BulkActionForm, GridFilterForm, ImageEditForm, NsfwPreferenceForm, ReorderForm
 from .imaging import ImageRejected, check_size
-from .models import Album, GalleryPreference, Image, ImageSource
+from .models import Album, AlbumRole, GalleryPreference, Image, ImageSource
+from .semantic import services as semantic
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _get_image_for_user(request: HttpRequest, pk: int, *, edit: bool = False) -> Image:
     image = get_object_or_404(Image.objects.select_related("owner"), pk=pk)
-    allowed = image.can_edit(request.user) if edit else image.is_visible_to(request.user)
+    if edit:
+        allowed = image.can_edit(request.user)
+    else:
+        allowed = image.is_visible_to(request.user) or sharing.image_shared_with(request.user, image)
     if not allowed:
         raise Http404("No such image.")
     return image
@@ -33,6 +43,33 @@ def _get_album_for_user(request: HttpRequest, pk: int, *, edit: bool = False) ->
     if not allowed:
         raise Http404("No such album.")
     return album
+
+
+def encode_grid_cursor(image: Image) -> str:
+    delta = image.shown_at - _EPOCH
+    return f"{(delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds}_{image.pk}"
+
+
+def decode_grid_cursor(cursor: str) -> tuple[datetime, int] | None:
+    micros, _, pk = (cursor or "").partition("_")
+    if not micros or not pk:
+        return None
+    try:
+        return _EPOCH + timedelta(microseconds=int(micros)), int(pk)
+    except OverflowError:
+        return None
+
+
+def day_groups(images: list[Image]) -> list[tuple[date, list[Image]]]:
+    """Consecutive images of one day (in the current time zone) together, for the grid's date headings."""
+    groups: list[tuple[date, list[Image]]] = []
+    for image in images:
+        day = timezone.localtime(image.shown_at).date()
+        if groups and groups[-1][0] == day:
+            groups[-1][1].append(image)
+        else:
+            groups.append((day, [image]))
+    return groups
 
 
 def _safe_next(request: HttpRequest, fallback: str) -> str:
@@ -57,19 +94,27 @@ def _grid(request: HttpRequest, *, title: str, owner=None, trashed: bool = False
         tag=filters.get("tag", ""), query=filters.get("q", ""), owner=owner, trashed=trashed,
     )
     page_size = settings.GALLERY_PAGE_SIZE
+    cursor = filters.get("cursor") or ""
     if album is not None:
         # Albums keep their own order; offset paging is fine at album sizes.
         qs = qs.order_by("album_entries__position", "pk")
-        offset = filters.get("cursor") or 0
+        offset = int(cursor.split("_")[0]) if cursor else 0
         images = list(qs[offset:offset + page_size + 1])
-        next_cursor = offset + page_size if len(images) > page_size else None
+        next_cursor = str(offset + page_size) if len(images) > page_size else None
     else:
-        qs = qs.order_by("-pk")
-        if filters.get("cursor"):
-            qs = qs.filter(pk__lt=filters["cursor"])
+        # Newest first by the picture's date (taken, else added), grouped by day; a keyset cursor.
+        qs = qs.order_by("-shown_at", "-pk")
+        after = decode_grid_cursor(cursor)
+        if after is not None:
+            qs = qs.filter(Q(shown_at__lt=after[0]) | Q(shown_at=after[0], pk__lt=after[1]))
         images = list(qs[:page_size + 1])
-        next_cursor = images[page_size - 1].pk if len(images) > page_size else None
+        next_cursor = encode_grid_cursor(images[page_size - 1]) if len(images) > page_size else None
     images = images[:page_size]
+    if album is None and not trashed:
+        sizes = stacks.stack_sizes([i.pk for i in images])
+        for image in images:
+            image.stack_size = sizes.get(image.pk, 0)
+    groups = [(None, images)] if album is not None else day_groups(images)
     query = request.GET.copy()
     query.pop("cursor", None)
     # What the grid is narrowed to, for the empty result: "No images match “fox”, tag “red”." beats "no images".
@@ -83,17 +128,17 @@ def _grid(request: HttpRequest, *, title: str, owner=None, trashed: bool = False
     if album is None and filter_album is not None:
         searched.append(f"album “{filter_album.name}”")
     context = {
-        "title": title, "images": images, "next_cursor": next_cursor, "filter_form": form,
+        "title": title, "images": images, "groups": groups, "next_cursor": next_cursor, "filter_form": form,
         "search_summary": ", ".join(searched),
         "nsfw_mode": nsfw_mode, "base_query": query.urlencode(), "trashed": trashed, "album": album,
-        "my_albums": Album.objects.filter(owner=request.user).order_by("name") if request.user.is_authenticated else [],
-        "bulk_actions": hooks.bulk_actions,
+        "my_albums": Album.objects.addable_by(request.user).order_by("name") if request.user.is_authenticated else [],
+        "bulk_actions": hooks.bulk_actions, "semantic_enabled": semantic.enabled(),
         "sources": ImageSource.choices, "nsfw_form": NsfwPreferenceForm(initial={"nsfw_mode": nsfw_mode}),
         "selectable": request.user.is_authenticated and (owner is not None or trashed or
-                                                         (album is not None and album.can_edit(request.user))),
+                                                         (album is not None and album.can_remove_images(request.user))),
         **(extra or {}),
     }
-    if request.htmx and filters.get("cursor"):
+    if request.htmx and cursor:
         return render(request, "gallery/_tiles.html", context)
     return render(request, template, context)
 
@@ -129,6 +174,9 @@ def image_detail(request: HttpRequest, pk: int) -> HttpResponse:
         # Where this image may become the cover: albums the viewer may edit, whose cover it is not yet.
         "cover_choices": {a.pk for a in albums if a.can_edit(request.user) and a.cover_id != image.pk},
         "similar": selectors.similar_images(image, user=request.user),
+        "semantic_enabled": semantic.enabled(),
+        "stack_top": image.stack_top if image.stack_top_id and image.stack_top.is_visible_to(request.user) else None,
+        "stacked": list(Image.objects.visible_to(request.user).filter(stack_top=image)[:60]),
         "lineage": lineage,
         "panels": panels,
         "can_edit": image.can_edit(request.user),
@@ -136,7 +184,7 @@ def image_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "title": image.title, "description": image.description,
             "is_public": image.is_public, "is_nsfw": image.is_nsfw,
         }),
-        "my_albums": Album.objects.filter(owner=request.user) if request.user.is_authenticated else [],
+        "my_albums": Album.objects.addable_by(request.user) if request.user.is_authenticated else [],
         "nsfw_mode": GalleryPreference.nsfw_mode_for(request.user),
     }
     return render(request, "gallery/image_detail.html", context)
@@ -175,7 +223,10 @@ def image_restore(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 def _serve_derivative(request: HttpRequest, pk: int, field: str) -> HttpResponse:
-    image = _get_image_for_user(request, pk)
+    return _serve_file(_get_image_for_user(request, pk), field)
+
+
+def _serve_file(image: Image, field: str) -> HttpResponse:
     name = getattr(image, field).name
     if not name:
         return redirect(static("img/placeholder.svg"))
@@ -243,7 +294,7 @@ def _ingest_upload(request: HttpRequest, upload_file, album: Album | None) -> di
     try:
         data = upload_file.read()
         result = services.image_ingest(owner=request.user, data=data, filename=name, source=ImageSource.UPLOAD,
-                                       album=album)
+                                       album=album, stack_near_duplicates=request.POST.get("stack") == "on")
     except services.StorageFailed as exc:
         return {"ok": False, "name": name, "status": 507, "error": str(exc)}
     except ImageRejected as exc:
@@ -276,8 +327,10 @@ def bulk(request: HttpRequest) -> HttpResponse:
     if action in ("add_to_album", "remove_from_album"):
         album_id = form.cleaned_data.get("album")
         album = Album.objects.filter(pk=album_id).first() if album_id else None
-        if album is None or not album.can_edit(user):
-            messages.error(request, "Choose one of your albums.")
+        allowed = album is not None and (album.can_add_images(user) if action == "add_to_album"
+                                         else album.can_remove_images(user))
+        if not allowed:
+            messages.error(request, "Choose one of your albums (or one shared with you with that right).")
             return redirect(_safe_next(request, fallback))
         if action == "add_to_album":
             # Only images the user may see can go into their album.
@@ -295,7 +348,16 @@ def bulk(request: HttpRequest) -> HttpResponse:
         "mark_sfw": (lambda: services.images_set_nsfw(user=user, ids=ids, nsfw=False), "marked not NSFW"),
         "trash": (lambda: services.images_trash(user=user, ids=ids), "moved to the trash"),
         "restore": (lambda: services.images_restore(user=user, ids=ids), "restored"),
+        "unstack": (lambda: stacks.stack_remove(user=user, ids=ids), "taken out of their stacks"),
     }
+    if action == "stack":
+        try:
+            count = stacks.stack_create(user=user, top_id=ids[0], ids=ids[1:])
+        except stacks.StackError as exc:
+            messages.error(request, str(exc))
+        else:
+            messages.success(request, f"{count} image(s) stacked under the first selected.")
+        return redirect(_safe_next(request, fallback))
     run, verb = operations[action]
     count = run()
     messages.success(request, f"{count} image(s) {verb}.")
@@ -343,8 +405,14 @@ def album_create(request: HttpRequest) -> HttpResponse:
 @require_GET
 def album_detail(request: HttpRequest, pk: int) -> HttpResponse:
     album = _get_album_for_user(request, pk)
-    return _grid(request, title=album.name, album=album, template="gallery/album_detail.html",
-                 extra={"can_edit": album.can_edit(request.user), "cover": album.cover_image(request.user)})
+    can_edit = album.can_edit(request.user)
+    extra = {"can_edit": can_edit, "cover": album.cover_image(request.user), "role": album.role_of(request.user),
+             "can_remove": album.can_remove_images(request.user)}
+    if can_edit:
+        extra.update(members=album.members.select_related("user").order_by("user__username"),
+                     share_links=album.share_links.all()[:20], roles=AlbumRole.choices,
+                     link_days=sharing.MAX_LINK_DAYS)
+    return _grid(request, title=album.name, album=album, template="gallery/album_detail.html", extra=extra)
 
 
 @login_required
@@ -441,7 +509,16 @@ def duplicates_resolve(request: HttpRequest) -> HttpResponse:
     if keep not in group:
         messages.error(request, "The image to keep must be one of the group.")
         return redirect("gallery:duplicates")
-    count = services.images_trash(user=request.user, ids=[i for i in group if i != keep])
+    others = [i for i in group if i != keep]
+    if request.POST.get("how") == "stack":
+        try:
+            count = stacks.stack_create(user=request.user, top_id=keep, ids=others)
+        except stacks.StackError as exc:
+            messages.error(request, str(exc))
+        else:
+            messages.success(request, f"Stacked {count} image(s) under the chosen one.")
+        return redirect("gallery:duplicates")
+    count = services.images_trash(user=request.user, ids=others)
     messages.success(request, f"Kept one image and moved {count} to the trash.")
     return redirect("gallery:duplicates")
 

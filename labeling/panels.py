@@ -15,5 +15,5 @@ def labels_panel(request, image) -> dict:
         "manual_caption": next((lbl.value for lbl in labels if lbl.kind == LabelKind.CAPTION
                                 and lbl.source == "manual"), ""),
         "training_caption": training_captions([image.pk])[image.pk],
-        "can_edit": image.can_edit(request.user),
+        "can_edit": image.can_edit_captions(request.user),
     }

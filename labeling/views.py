@@ -33,14 +33,14 @@ def _get_job_for_user(request: HttpRequest, pk: int) -> LabelingJob:
 
 def _get_image_for_editor(request: HttpRequest, pk: int) -> Image:
     image = get_object_or_404(Image, pk=pk)
-    if not image.can_edit(request.user):
+    if not image.can_edit_captions(request.user):  # owner, staff, editors of a shared album holding it
         raise Http404("No such image.")
     return image
 
 
 def _get_label_for_editor(request: HttpRequest, pk: int) -> Label:
     label = get_object_or_404(Label.objects.select_related("image"), pk=pk)
-    if not label.image.can_edit(request.user):
+    if not label.image.can_edit_captions(request.user):
         raise Http404("No such label.")
     return label
 

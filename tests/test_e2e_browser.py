@@ -8,6 +8,7 @@ Screenshots of every stage go to test-artifacts/e2e/.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -106,8 +107,8 @@ def deployment(tmp_path, redis_server, podman):
     deployment.stop()
 
 
-@pytest.fixture
-def page(deployment):
+@contextlib.contextmanager
+def _browser(deployment):
     from playwright.sync_api import sync_playwright
 
     if not Path(CHROMIUM).exists():
@@ -132,6 +133,12 @@ def page(deployment):
     assert not [e for e in errors if "favicon" not in e], errors
 
 
+@pytest.fixture
+def page(deployment):
+    with _browser(deployment) as page:
+        yield page
+
+
 def expect(locator):
     from playwright.sync_api import expect as playwright_expect
 
@@ -140,6 +147,13 @@ def expect(locator):
 
 def shot(page, name: str) -> None:
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def open_image_page(page) -> None:
+    """A grid tile opens the viewer over the grid; its "Image page" link goes to the permanent page."""
+    page.click("#grid .tile a.open >> nth=0")
+    page.click("#viewer .viewer-link")
+    page.wait_for_selector("aside h1")
 
 
 def wait_for_status(page, text: str = "Succeeded") -> None:
@@ -194,7 +208,7 @@ def test_the_whole_loop_in_a_browser(page, deployment, site, tmp_path):
     # 5. Edit a caption on an image page and approve the pending labels in the review queue.
     page.goto("/gallery/albums/")
     page.click("text=Foxes")
-    page.click(".grid .tile a >> nth=0")
+    open_image_page(page)
     page.fill("#labels-panel textarea[name=text]", "a red fox in the snow, hand-written")
     page.click("#labels-panel >> text=Save caption")
     page.wait_for_selector("#labels-panel >> text=a red fox in the snow, hand-written")
@@ -235,7 +249,7 @@ def test_the_whole_loop_in_a_browser(page, deployment, site, tmp_path):
 
     # 8. Find the result in the gallery and follow its lineage back to the scraped page.
     page.goto("/gallery/mine/?source=generated")
-    page.click(".grid .tile a >> nth=0")
+    open_image_page(page)
     lineage = page.locator(".lineage").inner_text()
     assert "Generated" in lineage and "1234" in lineage and "a fox, watercolour" in lineage
     shot(page, "08a-generated-image")
@@ -245,7 +259,115 @@ def test_the_whole_loop_in_a_browser(page, deployment, site, tmp_path):
     expect(page.locator("h1")).to_have_text("Fox LoRA")
     shot(page, "08b-training-run")
     page.click("a:has-text('Foxes')")
-    page.click(".grid .tile a >> nth=0")
+    open_image_page(page)
     lineage = page.locator(".lineage").inner_text()
     assert "Scraped" in lineage and site in lineage
     shot(page, "08c-scraped-source")
+
+
+@pytest.fixture
+def gallery_deployment(tmp_path, redis_server):
+    """Web and the default queue only: enough for the gallery's pages and thumbnails."""
+    deployment = Deployment(tmp_path, redis_url=redis_server.url, extra_env={"IMAGINEER_GALLERY_PAGE_SIZE": "6"})
+    deployment.prepare()
+    deployment.create_user("gina", "a-Strong-pass-42")
+    deployment.start_web()
+    deployment.start_worker("worker", ["default"])
+    yield deployment
+    deployment.stop()
+
+
+def test_viewer_order_keys_and_range_selection(gallery_deployment, tmp_path):
+    deployment = gallery_deployment
+    # Nine pictures of different shapes (one only 64 px wide), added in order: two pages of six.
+    sizes = [(160, 120), (120, 160), (140, 100), (200, 100), (150, 150), (160, 90), (90, 160), (64, 40), (100, 140)]
+    for n, (w, h) in enumerate(sizes):
+        path = tmp_path / f"shape{n}.png"
+        path.write_bytes(image_bytes("PNG", size=(w, h), seed=300 + n))
+    deployment.shell(
+        "from pathlib import Path\n"
+        "from django.contrib.auth import get_user_model\n"
+        "from gallery.services import image_ingest\n"
+        "u = get_user_model().objects.get(username='gina')\n"
+        f"for n in range({len(sizes)}):\n"
+        f"    p = Path({str(tmp_path)!r}) / f'shape{{n}}.png'\n"
+        "    image_ingest(owner=u, data=p.read_bytes(), filename=p.name, title=f'shape {n}', "
+        "make_derivatives_inline=True)\n"
+    )
+    with _browser(deployment) as page:
+        page.goto("/accounts/login/")
+        page.fill("#id_login", "gina")
+        page.fill("#id_password", "a-Strong-pass-42")
+        page.click("form button[type=submit]")
+        page.wait_for_url(re.compile(r"/$"))
+        page.set_viewport_size({"width": 900, "height": 500})
+        page.goto("/gallery/mine/")
+        tiles = page.locator("#grid .tile")
+        expect(tiles).to_have_count(6)
+        order = tiles.evaluate_all("ts => ts.map(t => t.dataset.id)")
+        # Newest first, and the 64 px picture is never shown wider than itself.
+        small = page.locator("#grid .tile[data-w='64']")
+        assert small.bounding_box()["width"] <= 64.5
+        assert page.locator("#grid .tile").nth(0).bounding_box()["height"] > 60
+        shot(page, "10-justified-grid")
+
+        # Open the second tile from a scrolled grid; arrows walk the grid's order; 0 zooms; Esc returns.
+        page.evaluate("window.scrollTo(0, 120)")
+        scrolled = page.evaluate("window.scrollY")
+        assert scrolled > 0
+        page.locator("#grid .tile a.open").nth(1).click()
+        viewer = page.locator("#viewer")
+        expect(viewer).to_be_visible()
+        expect(viewer).to_have_attribute("data-id", order[1])
+        assert page.url.endswith(f"/gallery/images/{order[1]}/")
+        page.keyboard.press("ArrowRight")
+        expect(viewer).to_have_attribute("data-id", order[2])
+        page.keyboard.press("ArrowLeft")
+        page.keyboard.press("ArrowLeft")
+        expect(viewer).to_have_attribute("data-id", order[0])
+        page.keyboard.press("ArrowLeft")  # nothing before the first
+        expect(viewer).to_have_attribute("data-id", order[0])
+        page.keyboard.press("0")
+        expect(viewer).to_have_class(re.compile(r"actual-size"))
+        shot(page, "11-viewer")
+        # Walk past the last loaded tile: the next page loads and the viewer moves on into it.
+        for expected in order[1:]:
+            page.keyboard.press("ArrowRight")
+            expect(viewer).to_have_attribute("data-id", expected)
+        page.keyboard.press("ArrowRight")
+        expect(tiles).to_have_count(9)
+        all_ids = tiles.evaluate_all("ts => ts.map(t => t.dataset.id)")
+        assert all_ids[:6] == order and len(set(all_ids)) == 9
+        expect(viewer).to_have_attribute("data-id", all_ids[6])
+        page.keyboard.press("Escape")
+        expect(viewer).to_be_hidden()
+        page.wait_for_url(re.compile(r"/gallery/mine/$"))
+        assert abs(page.evaluate("window.scrollY") - scrolled) <= 1
+        # The permanent link still opens the image page itself.
+        page.goto(f"/gallery/images/{order[2]}/")
+        expect(page.locator("aside h1")).to_have_text("shape " + str(len(sizes) - 3))
+
+        # Selection: click one box, shift-click another: the range between is selected; select all loaded.
+        page.goto("/gallery/mine/")
+        boxes = page.locator("#grid .tile .select")
+        boxes.nth(1).click()
+        boxes.nth(4).click(modifiers=["Shift"])
+        checked = boxes.evaluate_all("bs => bs.map(b => b.checked)")
+        assert checked == [False, True, True, True, True, False]
+        expect(page.locator("#bulk-count")).to_have_text("4")
+        # While selecting, a click on a tile selects it instead of opening the viewer.
+        page.locator("#grid .tile a.open").nth(5).click()
+        expect(page.locator("#viewer")).to_have_count(0)
+        expect(page.locator("#bulk-count")).to_have_text("5")
+        shot(page, "12-range-selection")
+        # Bulk actions work on the selection.
+        page.select_option("#bulk-form select[name=action]", "make_public")
+        page.click("#bulk-form button[type=submit]")
+        page.wait_for_url(re.compile(r"/gallery/mine/"))
+        public = deployment.shell(
+            "from gallery.models import Image\n"
+            "print(sorted(Image.objects.filter(is_public=True).values_list('pk', flat=True)))"
+        ).strip()
+        assert public == str(sorted(int(i) for i in order[1:6]))
+        page.click("#select-all")
+        expect(page.locator("#bulk-count")).to_have_text("6")

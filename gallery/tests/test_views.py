@@ -6,6 +6,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from gallery import services
 from gallery.models import Album, GalleryPreference, Image
 from gallery.tests.conftest import image_bytes, stored_files
+from gallery.views import encode_grid_cursor
 
 
 def _upload(client, name, data, **extra):
@@ -138,8 +139,9 @@ def test_grid_pages_with_a_cursor_and_htmx_gets_only_tiles(user_client, user, in
     first = user_client.get("/gallery/mine/").content.decode()
     newest = sorted(images, key=lambda i: -i.pk)
     assert f'data-id="{newest[0].pk}"' in first and f'data-id="{newest[2].pk}"' not in first
-    assert f"cursor={newest[1].pk}" in first
-    more = user_client.get(f"/gallery/mine/?cursor={newest[1].pk}", HTTP_HX_REQUEST="true").content.decode()
+    cursor = encode_grid_cursor(Image.objects.get(pk=newest[1].pk))
+    assert f"cursor={cursor}" in first
+    more = user_client.get(f"/gallery/mine/?cursor={cursor}", HTTP_HX_REQUEST="true").content.decode()
     assert "<html" not in more
     assert f'data-id="{newest[2].pk}"' in more and f'data-id="{newest[3].pk}"' in more
 

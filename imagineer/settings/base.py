@@ -351,6 +351,10 @@ GALLERY_MAX_IMAGE_PIXELS = env_int("IMAGINEER_MAX_IMAGE_PIXELS", 100_000_000, mi
 # All frames of an animation together: each checked frame is decoded at full size inside the request.
 GALLERY_MAX_TOTAL_FRAME_PIXELS = env_int("IMAGINEER_MAX_TOTAL_FRAME_PIXELS", 2 * GALLERY_MAX_IMAGE_PIXELS, minimum=1)
 GALLERY_NEAR_DUPLICATE_DISTANCE = env_int("IMAGINEER_NEAR_DUPLICATE_DISTANCE", 6, minimum=0, maximum=64)
+# Semantic search: a CLIP model folder (transformers save_pretrained); empty turns semantic search off.
+GALLERY_CLIP_MODEL = env_str("IMAGINEER_CLIP_MODEL", "")
+# Vector search: "auto" (pgvector, else sqlite-vec, else exact), or force "exact".
+GALLERY_VECTOR_BACKEND = env_choice("IMAGINEER_VECTOR_BACKEND", "auto", {"auto", "exact"})
 GALLERY_TRASH_DAYS = env_int("IMAGINEER_TRASH_DAYS", 30, minimum=0)
 GALLERY_THUMB_SIZE = 300
 GALLERY_PREVIEW_SIZE = 1280

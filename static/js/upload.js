@@ -48,6 +48,7 @@
       var data = new FormData();
       data.append("file", file);
       data.append("album", document.getElementById("id_album").value);
+      if (document.getElementById("id_stack") && document.getElementById("id_stack").checked) data.append("stack", "on");
       var xhr = new XMLHttpRequest();
       xhr.open("POST", form.dataset.uploadUrl);
       xhr.setRequestHeader("X-CSRFToken", token);

@@ -51,6 +51,8 @@ class Command(MaintenanceCommand):
         parser.add_argument("--owner", metavar="USERNAME",
                             help="Owner of the images (default: the only user, else the only superuser).")
         parser.add_argument("--public", action="store_true", help="Make the imported images public.")
+        parser.add_argument("--stack", action="store_true",
+                            help="Stack each new near duplicate under the image it resembles (one grid tile).")
         parser.add_argument("--recursive", "-r", action="store_true", help="Descend into subdirectories.")
         parser.add_argument("--workers", "-j", type=int, default=1,
                             help="Processes that decode and make thumbnails (default 1; use your core count).")
@@ -98,6 +100,7 @@ class Command(MaintenanceCommand):
                 outcome = image_ingest(
                     owner=owner, data=data, filename=path, source=ImageSource.INDEX, is_public=options["public"],
                     album=album, prepared=payload, source_detail={"path": path},
+                    stack_near_duplicates=options["stack"],
                 )
             except (ImageRejected, StorageFailed) as exc:
                 counts["rejected"] += 1
