@@ -47,7 +47,8 @@ class GenerateForm(forms.Form):
                                help_text="A multiple of 8; empty: the model's native size.")
     height = forms.IntegerField(required=False, widget=forms.NumberInput(attrs={"step": 8, "min": 8}))
     count = forms.IntegerField(initial=1, label="Images", widget=forms.NumberInput(attrs={"min": 1}))
-    mode = forms.ChoiceField(choices=list(MODE_LABELS.items()), initial="txt2img", widget=forms.RadioSelect)
+    mode = forms.ChoiceField(choices=list(MODE_LABELS.items()), initial="txt2img", widget=forms.RadioSelect,
+                             required=False)  # absent (API-like posts, old pages): text to image
     source_image = forms.IntegerField(required=False, label="Source image #",
                                       widget=forms.NumberInput(attrs={"min": 1, "placeholder": "image id"}),
                                       error_messages={"invalid": "Pick a source image."})
