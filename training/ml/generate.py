@@ -13,6 +13,7 @@ from typing import Any
 
 from .a1111 import a1111_parameters, parse_a1111_parameters, png_bytes_with_parameters, read_png_parameters
 from .errors import GenerationCancelled
+from .prompt_weights import encode_prompts
 
 __all__ = [
     "SCHEDULERS",
@@ -224,7 +225,18 @@ def generate(
         # CPU generators give the same starting noise whichever device runs the model.
         return [torch.Generator("cpu").manual_seed(seed + i) for i in range(count)]
 
-    text = {"prompt": prompt, "negative_prompt": (negative_prompt or "").strip() or None}
+    negative = (negative_prompt or "").strip()
+    weighted = _supports_prompt_embeds(pipe)
+
+    def text_kwargs(repeat: int) -> dict[str, Any]:
+        # A1111 weights and long prompts go in as embeddings (SD1.5/SDXL); other families get the text.
+        if weighted:
+            return encode_prompts(pipe, prompt, negative, repeat=repeat)
+        if repeat == 1:
+            return {"prompt": prompt, "negative_prompt": negative or None}
+        return {"prompt": [prompt] * repeat, "negative_prompt": [negative] * repeat}
+
+    text = text_kwargs(1)
     common = {"guidance_scale": guidance_scale, "num_images_per_prompt": count}
     source = modes.fit_image(init_image, width, height) if init_image is not None else None
     mask = modes.fit_mask(mask_image, width, height) if mask_image is not None else None
@@ -250,12 +262,16 @@ def generate(
             upscaled = [modes.fit_image(picture, *size) for picture in images]
             derived = _with_scheduler(pipe, "img2img", scheduler)
             # One prompt per upscaled image, each with its own seed's generator (A1111 reuses the seed).
-            per_image = {"prompt": [prompt] * count, "negative_prompt": [text["negative_prompt"] or ""] * count}
-            images = derived(**per_image, guidance_scale=guidance_scale, num_images_per_prompt=1,
+            images = derived(**text_kwargs(count), guidance_scale=guidance_scale, num_images_per_prompt=1,
                              image=upscaled, strength=_effective_strength(hires_steps or steps, hires_strength),
                              num_inference_steps=hires_steps or steps, generator=generators(),
                              callback_on_step_end=callback(done["steps"], 0)).images
     return list(images)
+
+
+def _supports_prompt_embeds(pipe: Any) -> bool:
+    name = type(pipe).__name__
+    return name.startswith("StableDiffusion") and getattr(pipe, "tokenizer", None) is not None
 
 
 def _effective_strength(steps: int, strength: float) -> float:
