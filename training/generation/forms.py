@@ -176,7 +176,7 @@ class GenerateForm(forms.Form):
         named = getattr(exc, "fields", None) or {}
         shown = {name: text for name, text in named.items() if name in self.fields}
         for name, text in shown.items():
-            self.add_error(name, text[:1].upper() + text[1:] + ("" if text.endswith(".") else "."))
+            self.add_error(name, text if text.endswith(".") else text + ".")
         if len(shown) < len(named) or not named:
             self.add_error(None, str(exc))
 

@@ -25,7 +25,7 @@ from imagineer.quotas import CostTooHigh, QuotaExceeded, generation_cost_check, 
 
 from ..basemodels import BaseModelUnavailable, local_source
 from ..ml.errors import GenerationCancelled, MLError
-from ..ml.generate import MAX_SEED, SCHEDULERS, validate_generation_params
+from ..ml.generate import MAX_SEED, SCHEDULERS, generation_param_problems
 from ..ml.modes import hires_enabled, hires_size, validate_mode_params
 from ..models import BaseModel, GenerationJob, GenerationLora, GenerationOutput, LoraModel
 from . import selectors
@@ -263,11 +263,12 @@ def generation_create(
     seed = random_seed(count) if seed is None else seed
     prompt = (prompt or "").strip()
     negative_prompt = (negative_prompt or "").strip()
-    try:
-        validate_generation_params(prompt=prompt, negative_prompt=negative_prompt, scheduler=scheduler, steps=steps,
-                                   guidance_scale=guidance_scale, seed=seed, width=width, height=height, count=count)
-    except ValueError as exc:
-        raise GenerationInputError(str(exc)) from exc
+    param_problems = generation_param_problems(
+        prompt=prompt, negative_prompt=negative_prompt, scheduler=scheduler, steps=steps,
+        guidance_scale=guidance_scale, seed=seed, width=width, height=height, count=count)
+    if param_problems:
+        raise GenerationInputError("Invalid generation settings: " + "; ".join(param_problems.values()),
+                                   param_problems)
     if seed + count - 1 > MAX_SEED:
         raise GenerationInputError(
             f"Image n of a batch uses seed + n, so the seed must be at most {MAX_SEED - count + 1} for {count} images."

@@ -98,30 +98,54 @@ def validate_generation_params(
     max_count: int | None = None,
 ) -> None:
     """Raise ValueError naming every problem; limits default to the GENERATE_MAX_* settings."""
+    problems = generation_param_problems(
+        prompt=prompt, negative_prompt=negative_prompt, scheduler=scheduler, steps=steps,
+        guidance_scale=guidance_scale, seed=seed, width=width, height=height, count=count, max_side=max_side,
+        max_steps=max_steps, max_count=max_count)
+    if problems:
+        raise ValueError("Invalid generation settings: " + "; ".join(problems.values()))
+
+
+def generation_param_problems(
+    *,
+    prompt: str,
+    negative_prompt: str | None = "",
+    scheduler: str,
+    steps: int,
+    guidance_scale: float,
+    seed: int,
+    width: int,
+    height: int,
+    count: int = 1,
+    max_side: int | None = None,
+    max_steps: int | None = None,
+    max_count: int | None = None,
+) -> dict[str, str]:
+    """{field: problem} for every invalid setting (the form shows each one beside its field)."""
     max_side = max_side or _setting("GENERATE_MAX_SIDE", 2048)
     max_steps = max_steps or _setting("GENERATE_MAX_STEPS", 150)
     max_count = max_count or _setting("GENERATE_MAX_COUNT", 8)
-    problems = []
+    problems: dict[str, str] = {}
     if not prompt or not prompt.strip():
-        problems.append("the prompt is empty")
+        problems["prompt"] = "the prompt is empty"
     if len(prompt or "") > MAX_PROMPT_CHARS or len(negative_prompt or "") > MAX_PROMPT_CHARS:
-        problems.append(f"prompts are limited to {MAX_PROMPT_CHARS} characters")
+        field = "prompt" if len(prompt or "") > MAX_PROMPT_CHARS else "negative_prompt"
+        problems[field] = f"prompts are limited to {MAX_PROMPT_CHARS} characters"
     if scheduler not in SCHEDULERS:
-        problems.append(f"unknown scheduler {scheduler!r}; choose one of {', '.join(SCHEDULERS)}")
+        problems["scheduler"] = f"unknown scheduler {scheduler!r}; choose one of {', '.join(SCHEDULERS)}"
     if not 1 <= steps <= max_steps:
-        problems.append(f"steps must be between 1 and {max_steps} (got {steps})")
+        problems["steps"] = f"steps must be between 1 and {max_steps} (got {steps})"
     low, high = GUIDANCE_RANGE
     if not low <= guidance_scale <= high:
-        problems.append(f"guidance scale must be between {low:g} and {high:g} (got {guidance_scale:g})")
+        problems["guidance_scale"] = f"guidance scale must be between {low:g} and {high:g} (got {guidance_scale:g})"
     if not 0 <= seed <= MAX_SEED:
-        problems.append(f"seed must be between 0 and {MAX_SEED} (got {seed})")
+        problems["seed"] = f"seed must be between 0 and {MAX_SEED} (got {seed})"
     for label, side in (("width", width), ("height", height)):
         if side % 8 or not 8 <= side <= max_side:
-            problems.append(f"{label} must be a multiple of 8 between 8 and {max_side} (got {side})")
+            problems[label] = f"{label} must be a multiple of 8 between 8 and {max_side} (got {side})"
     if not 1 <= count <= max_count:
-        problems.append(f"count must be between 1 and {max_count} (got {count})")
-    if problems:
-        raise ValueError("Invalid generation settings: " + "; ".join(problems))
+        problems["count"] = f"count must be between 1 and {max_count} (got {count})"
+    return problems
 
 
 # The scheduler config each pipeline was loaded with: every switch starts from it, so options of the

@@ -233,7 +233,7 @@ def test_a_refused_source_is_shown_beside_its_field(user_client, other_user, bas
     html = response.content.decode()
 
     assert response.status_code == 400 and not GenerationJob.objects.exists()
-    assert re.search(r'id="id_source_image"[^>]*>\s*<ul class="errorlist"[^>]*><li>There is no image #\d+ that you '
+    assert re.search(r'id="id_source_image"[^>]*>\s*<ul class="errorlist"[^>]*><li>there is no image #\d+ that you '
                      r"may use", html)
     bad_mask = _post(user_client, mode="inpaint", source_image=_upload(other_user, "red", public=True).pk,
                      mask="data:image/png;base64,!!!")
@@ -284,3 +284,12 @@ def test_the_live_preview_is_served_to_its_owner_only(user_client, other_client,
     assert response.status_code == 200 and response["Content-Type"] == "image/png"
     assert response.content == _mask() and response["Cache-Control"] == "no-store"
     assert other_client.get(url).status_code == 404
+
+
+def test_errors_are_shown_beside_the_fields_they_concern(user_client, base_model, redis_conn):
+    response = _post(user_client, steps=999, width=33)
+    html = response.content.decode()
+
+    assert response.status_code == 400 and not GenerationJob.objects.exists()
+    assert re.search(r'id="id_steps"[^>]*>\s*<ul class="errorlist"[^>]*><li>steps must be between 1 and', html)
+    assert re.search(r'id="id_width"[^>]*>\s*<ul class="errorlist"[^>]*><li>width must be a multiple of 8', html)
