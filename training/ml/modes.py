@@ -65,9 +65,11 @@ def validate_mode_params(
         elif not hires_scale <= high:
             problems["hires_scale"] = f"the hires upscale must be between {low:g} and {high:g} (got {hires_scale:g})"
         if hires_strength is None or not 0.0 < hires_strength <= 1.0:
-            problems["hires_strength"] = f"the hires denoising strength must be above 0 and at most 1 (got {hires_strength})"
+            problems["hires_strength"] = (
+                f"the hires denoising strength must be above 0 and at most 1 (got {hires_strength})")
         if hires_steps is None or not 0 <= hires_steps <= max_steps:
-            problems["hires_steps"] = f"hires steps must be between 0 (same as steps) and {max_steps} (got {hires_steps})"
+            problems["hires_steps"] = (
+                f"hires steps must be between 0 (same as steps) and {max_steps} (got {hires_steps})")
     elif hires_scale is not None and hires_scale < HIRES_SCALE_RANGE[0]:
         problems["hires_scale"] = "the hires upscale must be at least 1 (1 = off)"
     return problems
@@ -151,7 +153,8 @@ def latent_preview(latents: Any, kind: str = "sd15", index: int = 0) -> Any:
 
     sample = latents[index].detach().float().cpu()
     if sample.shape[0] != 4:
-        sample = sample[:4] if sample.shape[0] > 4 else torch.nn.functional.pad(sample, (0, 0, 0, 0, 0, 4 - sample.shape[0]))
+        missing = max(0, 4 - sample.shape[0])
+        sample = torch.nn.functional.pad(sample, (0, 0, 0, 0, 0, missing))[:4]
     factors = torch.tensor(_APPROX.get(kind, _APPROX["sd15"]), dtype=torch.float32)
     rgb = torch.einsum("chw,cr->hwr", sample, factors)
     rgb = ((rgb + 1.0) * 127.5).clamp(0, 255).to(torch.uint8).numpy()

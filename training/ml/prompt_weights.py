@@ -67,12 +67,12 @@ def parse_prompt_weights(prompt: str) -> list[Segment]:
                 part[1] *= factor
 
     for match in _TOKEN.finditer(prompt or ""):
-        token = match.group(0)
-        if token.startswith("\\") and len(token) == 2 and token[1] in "()[]\\":
-            parts.append([token[1], 1.0])
-        elif token == "(":
+        piece = match.group(0)
+        if piece.startswith("\\") and len(piece) == 2 and piece[1] in "()[]\\":
+            parts.append([piece[1], 1.0])
+        elif piece == "(":
             round_open.append(len(parts))
-        elif token == "[":
+        elif piece == "[":
             square_open.append(len(parts))
         elif match.group("weight") is not None:
             if round_open:
@@ -82,15 +82,15 @@ def parse_prompt_weights(prompt: str) -> list[Segment]:
                     factor = 1.0
                 scale(round_open.pop(), factor)
             else:  # ":1.2)" with nothing open: plain text
-                parts.append([token, 1.0])
-        elif token == ")" and round_open:
+                parts.append([piece, 1.0])
+        elif piece == ")" and round_open:
             scale(round_open.pop(), ROUND)
-        elif token == "]" and square_open:
+        elif piece == "]" and square_open:
             scale(square_open.pop(), SQUARE)
-        elif token == "BREAK":
+        elif piece == "BREAK":
             parts.append(BREAK_MARK)
         else:
-            parts.append([token, 1.0])
+            parts.append([piece, 1.0])
     for start in round_open:  # unclosed brackets count as closed at the end
         scale(start, ROUND)
     for start in square_open:

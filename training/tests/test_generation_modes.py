@@ -211,8 +211,9 @@ def test_a_live_preview_is_written_while_denoising_and_cleared_at_the_end(worker
 def _post(client, **overrides):
     from training.models import BaseModel
 
-    data = {"prompt": "a red square", "negative_prompt": "", "base_model": BaseModel.default().pk, "scheduler": "euler", "steps": 2,
-            "guidance_scale": 7, "seed": "", "width": 32, "height": 32, "count": 1, "mode": "txt2img",
+    data = {"prompt": "a red square", "negative_prompt": "", "base_model": BaseModel.default().pk,
+            "scheduler": "euler", "steps": 2, "guidance_scale": 7, "seed": "", "width": 32, "height": 32, "count": 1,
+            "mode": "txt2img",
             "strength": 0.75, "hires_scale": 1, "hires_steps": 0, "hires_strength": 0.5, **overrides}
     return client.post(URL, data)
 

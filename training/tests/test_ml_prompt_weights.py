@@ -75,8 +75,8 @@ def test_a_prompt_without_syntax_gives_the_same_image_as_the_pipelines_own_encod
     with torch.inference_mode():
         own = pipe(prompt="a red square", negative_prompt="blur", num_inference_steps=2, width=32, height=32,
                    generator=[torch.Generator("cpu").manual_seed(3)]).images[0]
-    ours = generate(pipe, prompt="a red square", negative_prompt="blur", steps=2, width=32, height=32, guidance_scale=7.5,
-                    scheduler="euler", seed=3)[0]
+    ours = generate(pipe, prompt="a red square", negative_prompt="blur", steps=2, width=32, height=32,
+                    guidance_scale=7.5, scheduler="euler", seed=3)[0]
     assert own.tobytes() == ours.tobytes()
 
 
