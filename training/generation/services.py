@@ -451,18 +451,50 @@ def mode_lineage(job: GenerationJob) -> dict:
 def generation_run(ctx: JobContext) -> None:
     """The body of a generation job (run_job calls it with the claimed row): load, denoise, store the images."""
     # The ML library imports torch/diffusers inside its functions; only the worker gets here.
-    from ..ml.a1111 import a1111_parameters, lora_hash, model_hash, png_bytes_with_parameters
     from ..ml.generate import generate
-    from ..ml.pipelines import LoraSpec, apply_loras, pipeline_cache
 
     job: GenerationJob = ctx.job
-    base = job.base_model
-    entries = list(selectors.lora_entries(job))
+    timings = _start_timings(ctx, job)
+    pipe, lora_hashes = load_job_pipeline(ctx, job, timings)
+    try:
+        inputs = mode_inputs(job)
+    except (OSError, ValueError) as exc:
+        raise JobError(f"Could not read the source image or mask: {exc}") from exc
+    progress = _Progress(ctx, job.count)
+    started = time.perf_counter()
+    try:
+        images = generate(pipe, prompt=job.prompt, negative_prompt=job.negative_prompt, scheduler=job.scheduler,
+                          steps=job.steps, guidance_scale=job.guidance_scale, seed=job.seed, width=job.width,
+                          height=job.height, count=job.count, on_step=progress.on_step,
+                          should_stop=progress.should_stop, on_preview=progress.on_preview,
+                          preview_every=PREVIEW_EVERY, **inputs)
+    except GenerationCancelled as exc:
+        ctx.update(step=exc.step, timings={**timings, "denoise": round(time.perf_counter() - started, 3)},
+                   check_cancel=False)
+        raise JobCancelled() from exc
+    except ValueError as exc:
+        raise JobError(str(exc)) from exc
+    timings["denoise"] = round(time.perf_counter() - started, 3)
+    store_job_images(ctx, job, images, timings, lora_hashes)
+
+
+def _start_timings(ctx: JobContext, job: GenerationJob, *, check_cancel: bool = True) -> dict[str, float]:
     timings: dict[str, float] = {}
     if job.started_at:
         timings["queue_wait"] = round((job.started_at - job.created_at).total_seconds(), 3)
-    ctx.update(progress=0.0, step=0, total_steps=job.steps, timings=timings, message=f"Loading {base.name}…")
+    ctx.update(progress=0.0, step=0, total_steps=job.steps, timings=timings,
+               message=f"Loading {job.base_model.name}…", check_cancel=check_cancel)
+    return timings
 
+
+def load_job_pipeline(ctx: JobContext, job: GenerationJob, timings: dict,
+                      *, check_cancel: bool = True) -> tuple[object, dict[str, str]]:
+    """The warm pipeline for the job's base model with its LoRAs applied; {LoRA name: hash}. Records `load`."""
+    from ..ml.a1111 import lora_hash, model_hash
+    from ..ml.pipelines import LoraSpec, apply_loras, pipeline_cache
+
+    base = job.base_model
+    entries = list(selectors.lora_entries(job))
     started = time.perf_counter()
     cache = pipeline_cache()
     warm = base.cache_key in cache
@@ -488,29 +520,18 @@ def generation_run(ctx: JobContext) -> None:
         raise JobError(f"Could not load the model: {exc}") from exc
     timings["load"] = round(time.perf_counter() - started, 3)
     ctx.update(progress=_LOAD_SHARE, timings=timings, counters={"model_was_warm": warm},
-               message="Generating…", check_cancel=True)
+               message="Generating…", check_cancel=check_cancel)
+    return pipe, lora_hashes
 
-    try:
-        inputs = mode_inputs(job)
-    except (OSError, ValueError) as exc:
-        raise JobError(f"Could not read the source image or mask: {exc}") from exc
-    progress = _Progress(ctx, job.count)
-    started = time.perf_counter()
-    try:
-        images = generate(pipe, prompt=job.prompt, negative_prompt=job.negative_prompt, scheduler=job.scheduler,
-                          steps=job.steps, guidance_scale=job.guidance_scale, seed=job.seed, width=job.width,
-                          height=job.height, count=job.count, on_step=progress.on_step,
-                          should_stop=progress.should_stop, on_preview=progress.on_preview,
-                          preview_every=PREVIEW_EVERY, **inputs)
-    except GenerationCancelled as exc:
-        ctx.update(step=exc.step, timings={**timings, "denoise": round(time.perf_counter() - started, 3)},
-                   check_cancel=False)
-        raise JobCancelled() from exc
-    except ValueError as exc:
-        raise JobError(str(exc)) from exc
-    timings["denoise"] = round(time.perf_counter() - started, 3)
+
+def store_job_images(ctx: JobContext, job: GenerationJob, images: list, timings: dict,
+                     lora_hashes: dict[str, str]) -> None:
+    """PNG with A1111 parameters, gallery ingest and lineage for each image; the row's final message."""
+    from ..ml.a1111 import a1111_parameters, png_bytes_with_parameters
+
+    base = job.base_model
+    entries = list(selectors.lora_entries(job))
     ctx.update(progress=_LOAD_SHARE + _DENOISE_SHARE, timings=timings, message="Saving…", check_cancel=False)
-
     started = time.perf_counter()
     loras = [(entry.lora.name, entry.weight) for entry in entries]
     base_hash = _BASE_HASHES.get(base.cache_key, "")
@@ -543,11 +564,10 @@ def generation_run(ctx: JobContext) -> None:
         ctx.update(progress=_LOAD_SHARE + _DENOISE_SHARE + 0.1 * (index + 1) / len(images),
                    counters={"image_ids": image_ids, "reused": reused}, check_cancel=False)
     timings["save"] = round(time.perf_counter() - started, 3)
-    timings["total"] = round(timings["load"] + timings["denoise"] + timings["save"], 3)
+    timings["total"] = round(timings.get("load", 0.0) + timings.get("denoise", 0.0) + timings["save"], 3)
     made = len(image_ids) - reused
     message = f"Made {made} image{'s' if made != 1 else ''}"
     if reused:
         message += f"; {reused} identical to images you already had (same seed and settings)"
     # The preview has served its purpose once the images exist.
     ctx.update(timings=timings, message=message + ".", check_cancel=False, preview_png=b"")
-
