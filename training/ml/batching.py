@@ -87,7 +87,8 @@ def generate_batch(
             return tensors
 
         kwargs = {key: torch.cat([encoded[i][key] for i in live]) for key in encoded[live[0]]}
-        generators = [torch.Generator("cpu").manual_seed(items[i].seed + n) for i in live for n in range(items[i].count)]
+        generators = [torch.Generator("cpu").manual_seed(items[i].seed + n)
+                      for i in live for n in range(items[i].count)]
         set_scheduler(pipe, scheduler)
         try:
             with torch.inference_mode():
