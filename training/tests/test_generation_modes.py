@@ -294,3 +294,24 @@ def test_errors_are_shown_beside_the_fields_they_concern(user_client, base_model
     assert response.status_code == 400 and not GenerationJob.objects.exists()
     assert re.search(r'id="id_steps"[^>]*>\s*<ul class="errorlist"[^>]*><li>steps must be between 1 and', html)
     assert re.search(r'id="id_width"[^>]*>\s*<ul class="errorlist"[^>]*><li>width must be a multiple of 8', html)
+
+
+def test_the_json_api_queues_an_inpainting_and_refuses_a_private_source(client, user, other_user, base_model,
+                                                                        redis_conn):
+    from imagineer.services import api_token_create
+
+    auth = {"HTTP_AUTHORIZATION": f"Bearer {api_token_create(user=user, name='t')[1]}"}
+    source = _upload(user)
+    body = {"prompt": "p", **FAST, "mode": "inpaint", "source_image": source.pk, "strength": 0.6,
+            "mask_png_base64": base64.b64encode(_mask()).decode()}
+    response = client.post("/api/generations", body, content_type="application/json", **auth)
+    assert response.status_code == 201, response.content
+    data = response.json()
+    assert (data["mode"], data["source_image"], data["strength"]) == ("inpaint", source.pk, 0.6)
+    assert bytes(GenerationJob.objects.get(pk=data["id"]).mask_png) == _mask()
+
+    private = _upload(other_user, "blue")
+    refused = client.post("/api/generations", {**body, "source_image": private.pk}, content_type="application/json",
+                          **auth)
+    assert refused.status_code == 400 and "that you may use" in refused.content.decode()
+    assert GenerationJob.objects.count() == 1
