@@ -33,6 +33,7 @@ urlpatterns = [
     path("admin/rq/", include("django_rq.urls")),
     path("admin/", admin.site.urls),
     path("api/", api.urls),
+    path("v1/", include("training.generation.openai_urls")),  # OpenAI-compatible images API (bearer tokens)
     path("gallery/", include("gallery.urls")),
     path("labeling/", include("labeling.urls")),
     path("scrapes/", include("scraping.urls")),

@@ -218,6 +218,19 @@ class GenerationJob(Job):
     total_steps = models.PositiveIntegerField(default=0)
     timings = models.JSONField(default=dict, blank=True, help_text="Seconds: queue_wait, load, denoise, save.")
     images = models.ManyToManyField("gallery.Image", through="GenerationOutput", related_name="generation_jobs")
+    # Modes beyond text to image (training.ml.modes): the source and mask are the job's inputs, kept as lineage.
+    mode = models.CharField(max_length=10, default="txt2img",
+                            choices=[("txt2img", "Text to image"), ("img2img", "Image to image"),
+                                     ("inpaint", "Inpaint")])
+    source_image = models.ForeignKey("gallery.Image", null=True, blank=True, on_delete=models.SET_NULL,
+                                     related_name="+", help_text="The image img2img or inpainting started from.")
+    mask_png = models.BinaryField(blank=True, default=b"", help_text="Inpainting mask (PNG, white = repaint).")
+    strength = models.FloatField(null=True, blank=True, help_text="Denoising strength of img2img / inpainting.")
+    hires_scale = models.FloatField(default=1.0, help_text="Hires fix upscale factor; 1 = off.")
+    hires_steps = models.PositiveIntegerField(default=0, help_text="Hires fix steps; 0 = the same as steps.")
+    hires_strength = models.FloatField(default=0.5, help_text="Hires fix denoising strength.")
+    preview_png = models.BinaryField(blank=True, default=b"", help_text="Live preview while denoising (cheap).")
+    preview_step = models.PositiveIntegerField(default=0)
 
     class Meta:
         ordering = ["-created_at"]

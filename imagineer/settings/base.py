@@ -407,6 +407,9 @@ TRAIN_FAILED_RETENTION_DAYS = env_int("IMAGINEER_FAILED_RUN_RETENTION_DAYS", 7, 
 GENERATE_MAX_SIDE = env_int("IMAGINEER_GENERATE_MAX_SIDE", 2048, minimum=64)
 GENERATE_MAX_STEPS = env_int("IMAGINEER_GENERATE_MAX_STEPS", 150, minimum=1)
 GENERATE_MAX_COUNT = env_int("IMAGINEER_GENERATE_MAX_COUNT", 8, minimum=1)
+# Compatible queued generations (same model, LoRAs, size, steps, sampler, CFG) share one denoising pass up to this
+# many images; 1 turns batching off.
+GENERATE_BATCH_MAX_IMAGES = env_int("IMAGINEER_GENERATE_BATCH_MAX_IMAGES", 8, minimum=1)
 ML_PIPELINE_CACHE_SIZE = env_int("IMAGINEER_PIPELINE_CACHE_SIZE", 1, minimum=1, maximum=8)
 GENERATE_MAX_QUEUED_PER_USER = env_int("IMAGINEER_GENERATE_MAX_QUEUED", 20, minimum=1)
 

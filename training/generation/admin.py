@@ -20,12 +20,13 @@ class GenerationOutputInline(admin.TabularInline):
 
 @admin.register(GenerationJob)
 class GenerationJobAdmin(admin.ModelAdmin):
-    list_display = ("id", "owner", "short_prompt", "base_model", "status", "progress", "seed", "created_at")
-    list_filter = ("status", "base_model", "scheduler")
+    list_display = ("id", "owner", "short_prompt", "mode", "base_model", "status", "progress", "seed", "created_at")
+    list_filter = ("status", "mode", "base_model", "scheduler")
     search_fields = ("prompt", "owner__username")
-    raw_id_fields = ("owner",)
+    raw_id_fields = ("owner", "source_image")
     readonly_fields = ("rq_job_id", "created_at", "started_at", "finished_at", "heartbeat_at", "attempts", "timings",
-                       "counters", "step", "total_steps")
+                       "counters", "step", "total_steps", "preview_step")
+    exclude = ("mask_png", "preview_png")  # binary PNGs: the job page and the preview URL show them
     inlines = [GenerationLoraInline, GenerationOutputInline]
     date_hierarchy = "created_at"
 

@@ -35,6 +35,13 @@ class GenerationIn(Schema):
     width: int | None = None
     height: int | None = None
     count: int = 1
+    mode: str = "txt2img"
+    source_image: int | None = None
+    mask_png_base64: str | None = None
+    strength: float | None = None
+    hires_scale: float | None = None
+    hires_steps: int | None = None
+    hires_strength: float | None = None
 
 
 class LoraOut(Schema):
@@ -71,6 +78,12 @@ class GenerationOut(Schema):
     width: int
     height: int
     count: int
+    mode: str
+    source_image: int | None
+    strength: float | None
+    hires_scale: float
+    hires_steps: int
+    hires_strength: float
     timings: dict
     created_at: datetime
     started_at: datetime | None
@@ -91,6 +104,8 @@ def _out(job: GenerationJob, positions: dict[int, int] | None = None) -> dict:
         "loras": [{"name": e.lora.name, "weight": e.weight} for e in selectors.lora_entries(job)],
         "scheduler": job.scheduler, "steps": job.steps, "guidance_scale": job.guidance_scale, "seed": job.seed,
         "width": job.width, "height": job.height, "count": job.count, "timings": job.timings,
+        "mode": job.mode, "source_image": job.source_image_id, "strength": job.strength,
+        "hires_scale": job.hires_scale, "hires_steps": job.hires_steps, "hires_strength": job.hires_strength,
         "created_at": job.created_at, "started_at": job.started_at, "finished_at": job.finished_at,
         "url": job.get_absolute_url(),
         "images": [{"id": image.pk, "index": n, "seed": job.seed + n, "url": image.get_absolute_url(),
@@ -107,15 +122,25 @@ def _job(request, pk: int) -> GenerationJob:
 
 
 @router.post("/generations", response={201: GenerationOut},
-             summary="Queue a text-to-image generation (400 with the reason for bad input or a request over the cost "
-                     "ceiling, 429 at your limit of queued plus running generations)")
+             summary="Queue a generation: text to image (optionally with hires fix), img2img or inpainting "
+                     "(400 with the reason for bad input or a request over the cost ceiling, 429 at your limit of "
+                     "queued plus running generations)")
 def create_generation(request, payload: GenerationIn):
+    import base64
+    import binascii
+
+    try:
+        mask = base64.b64decode(payload.mask_png_base64, validate=True) if payload.mask_png_base64 else None
+    except (binascii.Error, ValueError):
+        raise HttpError(400, "mask_png_base64 is not base64.") from None
     try:
         job = services.generation_create(
             user=request.user, prompt=payload.prompt, negative_prompt=payload.negative_prompt,
             base_model=payload.base_model, loras=[services.LoraChoice(x.name, x.weight) for x in payload.loras],
             scheduler=payload.scheduler, steps=payload.steps, guidance_scale=payload.guidance_scale,
             seed=payload.seed, width=payload.width, height=payload.height, count=payload.count,
+            mode=payload.mode, source_image=payload.source_image, mask_png=mask, strength=payload.strength,
+            hires_scale=payload.hires_scale, hires_steps=payload.hires_steps, hires_strength=payload.hires_strength,
         )
     except QuotaExceeded as exc:
         raise HttpError(429, str(exc))

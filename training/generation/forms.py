@@ -9,9 +9,21 @@ from django.conf import settings
 from imagineer.quotas import CostTooHigh, generation_cost_check
 
 from ..ml.generate import GUIDANCE_RANGE, MAX_PROMPT_CHARS, MAX_SEED
+from ..ml.modes import HIRES_SCALE_RANGE, MODE_LABELS
 from ..models import BaseModel
 from . import selectors
-from .services import DEFAULT_GUIDANCE, DEFAULT_SCHEDULER, DEFAULT_STEPS, LoraChoice, scheduler_choices
+from .services import (
+    DEFAULT_GUIDANCE,
+    DEFAULT_HIRES_STRENGTH,
+    DEFAULT_SCHEDULER,
+    DEFAULT_STEPS,
+    DEFAULT_STRENGTH,
+    MAX_MASK_BYTES,
+    LoraChoice,
+    scheduler_choices,
+)
+
+_MASK_PREFIX = "data:image/png;base64,"
 
 # The slider covers the useful range; the API and the command accept the service's wider one.
 SLIDER_MIN, SLIDER_MAX, SLIDER_STEP = -1.0, 2.0, 0.05
@@ -35,6 +47,25 @@ class GenerateForm(forms.Form):
                                help_text="A multiple of 8; empty: the model's native size.")
     height = forms.IntegerField(required=False, widget=forms.NumberInput(attrs={"step": 8, "min": 8}))
     count = forms.IntegerField(initial=1, label="Images", widget=forms.NumberInput(attrs={"min": 1}))
+    mode = forms.ChoiceField(choices=list(MODE_LABELS.items()), initial="txt2img", widget=forms.RadioSelect,
+                             required=False)  # absent (API-like posts, old pages): text to image
+    source_image = forms.IntegerField(required=False, label="Source image #",
+                                      widget=forms.NumberInput(attrs={"min": 1, "placeholder": "image id"}),
+                                      error_messages={"invalid": "Pick a source image."})
+    strength = forms.FloatField(required=False, initial=DEFAULT_STRENGTH, label="Denoising strength",
+                                help_text="0 keeps the source, 1 ignores it.",
+                                widget=forms.NumberInput(attrs={"step": 0.05, "min": 0, "max": 1}))
+    # The mask the canvas (static/js/generate.js) paints, as a PNG data URL; white is repainted.
+    mask = forms.CharField(required=False, widget=forms.HiddenInput,
+                           max_length=len(_MASK_PREFIX) + MAX_MASK_BYTES * 4 // 3 + 4)
+    hires_scale = forms.FloatField(required=False, initial=1.0, label="Hires upscale",
+                                   help_text="1 = off; e.g. 2 generates, upscales 2×, then refines.",
+                                   widget=forms.NumberInput(attrs={"step": 0.25, "min": HIRES_SCALE_RANGE[0],
+                                                                   "max": HIRES_SCALE_RANGE[1]}))
+    hires_steps = forms.IntegerField(required=False, initial=0, label="Hires steps",
+                                     help_text="0 = the same as steps.", widget=forms.NumberInput(attrs={"min": 0}))
+    hires_strength = forms.FloatField(required=False, initial=DEFAULT_HIRES_STRENGTH, label="Hires denoising",
+                                      widget=forms.NumberInput(attrs={"step": 0.05, "min": 0, "max": 1}))
 
     def __init__(self, *args, user, lora_weights: dict[int, float] | None = None, **kwargs):
         super().__init__(*args, **kwargs)
@@ -63,8 +94,24 @@ class GenerateForm(forms.Form):
             problems.append(f"the weight of LoRA {name!r} is not a number")
             return None
 
+    def clean_mask(self) -> bytes:
+        import base64
+        import binascii
+
+        raw = (self.cleaned_data.get("mask") or "").strip()
+        if not raw:
+            return b""
+        if not raw.startswith(_MASK_PREFIX):
+            raise forms.ValidationError("The mask must be a PNG painted on the page.")
+        try:
+            return base64.b64decode(raw[len(_MASK_PREFIX):], validate=True)
+        except (binascii.Error, ValueError):
+            raise forms.ValidationError("The mask could not be read; paint it again.") from None
+
     def clean(self):
         cleaned = super().clean()
+        if cleaned.get("mode") != "inpaint":
+            cleaned["mask"] = b""  # a mask left on the canvas is not sent with another mode
         by_pk = {lora.pk: lora for lora in self.usable_loras}
         problems: list[str] = []
         choices: list[LoraChoice] = []
@@ -115,7 +162,44 @@ class GenerateForm(forms.Form):
             "width": data.get("width"),
             "height": data.get("height"),
             "count": data["count"],
+            "mode": data.get("mode") or "txt2img",
+            "source_image": data.get("source_image"),
+            "mask_png": data.get("mask") or b"",
+            "strength": data.get("strength"),
+            "hires_scale": data.get("hires_scale"),
+            "hires_steps": data.get("hires_steps"),
+            "hires_strength": data.get("hires_strength"),
         }
+
+    def add_service_error(self, exc) -> None:
+        """Show a service refusal beside the fields it names (others above the form)."""
+        named = getattr(exc, "fields", None) or {}
+        shown = {name: text for name, text in named.items() if name in self.fields}
+        for name, text in shown.items():
+            self.add_error(name, text if text.endswith(".") else text + ".")
+        if len(shown) < len(named) or not named:
+            self.add_error(None, str(exc))
+
+    def source(self):
+        """The chosen source image if the user may see it (for the page's preview), else None."""
+        from gallery.models import Image
+
+        value = self.data.get("source_image") if self.is_bound else self.initial.get("source_image")
+        try:
+            pk = int(value)
+        except (TypeError, ValueError):
+            return None
+        return Image.objects.visible_to(self.user).filter(pk=pk).first()
+
+    def mask_data_url(self) -> str:
+        """The mask to draw back onto the canvas (posted, or restored from a job)."""
+        import base64
+
+        if self.is_bound:
+            value = self.data.get("mask") or ""
+            return value if value.startswith(_MASK_PREFIX) else ""
+        data = self.initial.get("mask_png") or b""
+        return _MASK_PREFIX + base64.b64encode(bytes(data)).decode() if data else ""
 
     def lora_rows(self) -> list[dict]:
         """One row per LoRA the user may pick: ticked or not, with the weight its slider shows."""

@@ -37,11 +37,32 @@ def generated_image_lineage(image) -> list[dict]:
         {"label": "Steps", "text": str(job.steps), "url": ""},
         {"label": "CFG scale", "text": f"{job.guidance_scale:g}", "url": ""},
         {"label": "Size", "text": f"{job.width}×{job.height}", "url": ""},
+        *_mode_rows(job),
         {"label": "Use these settings", "text": "Open the generate form with them",
          "url": f"{reverse('training:generate')}?image={image.pk}"},
         {"label": "Regenerate", "text": "Same settings and seed",
          "url": reverse("training:image_regenerate", args=[image.pk])},
     ]
+    return rows
+
+
+def _mode_rows(job) -> list[dict]:
+    """img2img / inpainting source, mask and strength, and hires fix, as lineage rows."""
+    from ..ml.modes import MODE_LABELS, hires_enabled, hires_size
+
+    rows = []
+    if job.mode != "txt2img":
+        rows.append({"label": "Mode", "text": MODE_LABELS.get(job.mode, job.mode), "url": ""})
+        source = job.source_image
+        rows.append({"label": "Source image", "text": f"Image {source.pk}" if source else "deleted",
+                     "url": source.get_absolute_url() if source else ""})
+        if job.mode == "inpaint":
+            rows.append({"label": "Mask", "text": "painted on the page (kept with the generation)", "url": ""})
+        rows.append({"label": "Denoising strength", "text": f"{job.strength:g}", "url": ""})
+    if hires_enabled(job.hires_scale):
+        width, height = hires_size(job.width, job.height, job.hires_scale)
+        rows.append({"label": "Hires fix", "text": f"×{job.hires_scale:g} to {width}×{height}, "
+                     f"{job.hires_steps or job.steps} steps at denoising {job.hires_strength:g}", "url": ""})
     return rows
 
 

@@ -13,7 +13,7 @@ from imagineer import fairqueue
 from imagineer.jobs import run_job
 
 from ..models import GenerationJob
-from . import services
+from . import batching, services
 
 logger = logging.getLogger(__name__)
 
@@ -25,6 +25,10 @@ def run_generation(job_id: int) -> str | None:
     if job is None:
         logger.info("generation task for %s found nothing queued", job_id)
         return None
+    # Compatible rows right behind it in the fair order run in the same denoising pass (see batching).
+    followers = batching.claim_followers(job, task_id=task_id)
+    if followers:
+        return batching.run_batch(job, followers, task_id=task_id)
     # The claim above already marked the row running for this task; run_job takes it over as this task's.
     return run_job(GenerationJob, job.pk, services.generation_run, task_id=task_id)
 

@@ -105,7 +105,8 @@ def settings_from_image(image: Image, user) -> tuple[dict, dict[int, float], lis
         job = output.job
         initial = {"prompt": job.prompt, "negative_prompt": job.negative_prompt, "base_model": job.base_model_id,
                    "scheduler": job.scheduler, "steps": job.steps, "guidance_scale": job.guidance_scale,
-                   "seed": output.seed, "width": job.width, "height": job.height, "count": 1}
+                   "seed": output.seed, "width": job.width, "height": job.height, "count": 1,
+                   **_mode_settings(job, user, notes)}
         wanted = [(entry.lora.name, entry.weight) for entry in lora_entries(job)]
         kind = job.base_model.kind
     else:
@@ -118,6 +119,7 @@ def settings_from_image(image: Image, user) -> tuple[dict, dict[int, float], lis
                            ("width", "width"), ("height", "height"), ("scheduler", "scheduler")):
             if parsed.get(key) is not None:
                 initial[field] = parsed[key]
+        _a1111_mode_settings(parsed.get("fields") or {}, initial, notes)
         if parsed.get("sampler") and not parsed.get("scheduler"):
             notes.append(f"The sampler {parsed['sampler']!r} is not available here; pick another.")
         base = BaseModel.objects.filter(name=parsed.get("model") or "").first()
@@ -158,15 +160,52 @@ def _png_parameters(image: Image) -> dict | None:
 
 def settings_from_job(job: GenerationJob, user) -> tuple[dict, dict[int, float], list[str]]:
     """Form settings to start from a job: the same, except a seed the user left random stays random."""
+    notes: list[str] = []
     initial = {"prompt": job.prompt, "negative_prompt": job.negative_prompt, "base_model": job.base_model_id,
                "scheduler": job.scheduler, "steps": job.steps, "guidance_scale": job.guidance_scale,
                "seed": None if job.counters.get("seed_was_random") else job.seed, "width": job.width,
-               "height": job.height, "count": job.count}
+               "height": job.height, "count": job.count, **_mode_settings(job, user, notes)}
     usable = {lora.pk for lora in usable_loras(user)}
-    weights, notes = {}, []
+    weights = {}
     for entry in lora_entries(job):
         if entry.lora_id in usable:
             weights[entry.lora_id] = entry.weight
         else:
             notes.append(f"The LoRA {entry.lora.name!r} is not one you may use, so it was left out.")
     return initial, weights, notes
+
+
+def _mode_settings(job: GenerationJob, user, notes: list[str]) -> dict:
+    """The form values of a job's mode: source (if the user may still see it), mask, strengths, hires fix."""
+    values = {"mode": job.mode, "hires_scale": job.hires_scale, "hires_steps": job.hires_steps,
+              "hires_strength": job.hires_strength}
+    if job.mode == "txt2img":
+        return values
+    values["strength"] = job.strength
+    if job.mode == "inpaint" and job.mask_png:
+        values["mask_png"] = bytes(job.mask_png)
+    if job.source_image_id and Image.objects.visible_to(user).filter(pk=job.source_image_id).exists():
+        values["source_image"] = job.source_image_id
+    else:
+        notes.append("The source image of these settings is gone or not yours to use; pick another.")
+    return values
+
+
+def _a1111_mode_settings(fields: dict, initial: dict, notes: list[str]) -> None:
+    """Hires fix and denoising strength from A1111 parameters (the source image itself is not in a PNG)."""
+    def number(key, convert):
+        try:
+            return convert(fields[key]) if key in fields else None
+        except ValueError:
+            return None
+
+    scale, strength, steps = number("Hires upscale", float), number("Denoising strength", float), number(
+        "Hires steps", int)
+    if scale is not None:
+        initial["hires_scale"] = scale
+        if strength is not None:
+            initial["hires_strength"] = strength
+        initial["hires_steps"] = steps or 0
+    elif strength is not None:
+        initial["strength"] = strength
+        notes.append("This image was made from another image; pick a source for image to image.")

@@ -16,7 +16,7 @@ from pathlib import Path
 from django.db import IntegrityError, transaction
 
 from gallery.imaging import ImageRejected
-from gallery.models import ImageSource
+from gallery.models import Image, ImageSource
 from gallery.services import image_ingest
 from imagineer import fairqueue
 from imagineer.artifacts import cached_artifact
@@ -29,9 +29,10 @@ from ..ml.generate import (
     MAX_SEED,
     SCHEDULERS,
     default_scheduler_for,
+    generation_param_problems,
     scheduler_fits,
-    validate_generation_params,
 )
+from ..ml.modes import hires_enabled, hires_size, validate_mode_params
 from ..models import BaseModel, GenerationJob, GenerationLora, GenerationOutput, LoraModel
 from . import selectors
 
@@ -43,7 +44,17 @@ LORA_WEIGHT_RANGE = (-4.0, 4.0)
 
 
 class GenerationInputError(ValueError):
-    """The request cannot be generated as given; the message says why. Nothing was created."""
+    """The request cannot be generated as given; the message says why. Nothing was created.
+
+    `fields` maps form field names to their problem where the problem belongs to one field (shown beside it).
+    """
+
+    def __init__(self, message: str, fields: dict[str, str] | None = None):
+        super().__init__(message)
+        self.fields = dict(fields or {})
+
+
+MAX_MASK_BYTES = 2 * 1024 * 1024
 
 
 # The per-user limit (queued plus running, GENERATE_MAX_QUEUED_PER_USER or the user's override) is the shared
@@ -117,6 +128,81 @@ def _resolve_loras(user, base: BaseModel, choices: Sequence[LoraChoice]) -> list
     return resolved
 
 
+DEFAULT_STRENGTH = 0.75  # A1111's img2img default
+DEFAULT_HIRES_STRENGTH = 0.5
+
+
+def _resolve_source(user, source_image: Image | int | None) -> Image | None:
+    """The source image if the user may see it; another user's private image reads as missing."""
+    if source_image is None or source_image == "":
+        return None
+    pk = source_image.pk if isinstance(source_image, Image) else source_image
+    try:
+        pk = int(pk)
+    except (TypeError, ValueError):
+        raise GenerationInputError(f"{source_image!r} is not an image.", {"source_image": "not an image"}) from None
+    found = Image.objects.visible_to(user).filter(pk=pk).first()
+    if found is None:
+        message = f"there is no image #{pk} that you may use"
+        raise GenerationInputError(f"Invalid generation settings: {message}.", {"source_image": message})
+    return found
+
+
+def _size_like(image: Image, native: int) -> tuple[int, int]:
+    """The source's aspect ratio with its long side at the model's native size, in multiples of 8."""
+    w, h = max(1, image.width or native), max(1, image.height or native)
+    scale = native / max(w, h)
+    return max(8, int(w * scale) // 8 * 8), max(8, int(h * scale) // 8 * 8)
+
+
+def _check_mask(data: bytes) -> str:
+    """A problem with the posted mask, or "" when it is a PNG with something to repaint."""
+    import io
+
+    from PIL import Image as PILImage
+    from PIL import UnidentifiedImageError
+
+    if len(data) > MAX_MASK_BYTES:
+        return f"the mask is larger than {MAX_MASK_BYTES // (1024 * 1024)} MB"
+    try:
+        with PILImage.open(io.BytesIO(data), formats=["PNG"]) as mask:
+            if mask.width * mask.height > 4096 * 4096:
+                return "the mask is too large"
+            extrema = mask.convert("L").getextrema()
+    except (UnidentifiedImageError, OSError, ValueError, PILImage.DecompressionBombError):
+        return "the mask is not a readable PNG"
+    if extrema[1] < 128:
+        return "the mask is empty: paint the area to repaint"
+    return ""
+
+
+def mask_image(job: GenerationJob):
+    """The job's mask as a PIL image, or None."""
+    import io
+
+    from PIL import Image as PILImage
+
+    if not job.mask_png:
+        return None
+    with PILImage.open(io.BytesIO(bytes(job.mask_png)), formats=["PNG"]) as mask:
+        return mask.convert("L")
+
+
+def source_picture(job: GenerationJob):
+    """The job's source image decoded from storage, or None."""
+    import io
+
+    from django.core.files.storage import default_storage
+    from PIL import Image as PILImage
+
+    if job.source_image is None:
+        return None
+    with default_storage.open(job.source_image.file.name, "rb") as handle:
+        data = handle.read()
+    with PILImage.open(io.BytesIO(data)) as picture:
+        return picture.convert("RGB")
+
+
 def random_seed(count: int = 1) -> int:
     return secrets.randbelow(MAX_SEED - max(0, count - 1) + 1)
 
@@ -135,6 +221,13 @@ def generation_create(
     width: int | None = None,
     height: int | None = None,
     count: int = 1,
+    mode: str = "txt2img",
+    source_image: Image | int | None = None,
+    mask_png: bytes | None = None,
+    strength: float | None = None,
+    hires_scale: float | None = None,
+    hires_steps: int | None = None,
+    hires_strength: float | None = None,
     enqueue: bool = True,
 ) -> GenerationJob:
     """Validate a generation request, then create its row and queue it; raise GenerationInputError (bad input,
@@ -150,10 +243,29 @@ def generation_create(
     if not scheduler or (scheduler == DEFAULT_SCHEDULER and not scheduler_fits(base.kind, scheduler)):
         scheduler = default_scheduler_for(base.kind)  # the form's default sampler is the SD one
     if not scheduler_fits(base.kind, scheduler):
-        raise GenerationInputError(f"The sampler {scheduler!r} does not fit {base.name} ({base.get_kind_display()}): "
-                                   f"choose {default_scheduler_for(base.kind)}.")
+        problem = (f"The sampler {scheduler!r} does not fit {base.name} ({base.get_kind_display()}): "
+                   f"choose {default_scheduler_for(base.kind)}.")
+        raise GenerationInputError(problem, {"scheduler": problem})
     steps = DEFAULT_STEPS if steps is None else steps
     guidance_scale = DEFAULT_GUIDANCE if guidance_scale is None else guidance_scale
+    mode = mode or "txt2img"
+    source = _resolve_source(user, source_image) if mode in ("img2img", "inpaint") else None
+    mask_png = mask_png or b""
+    strength = (DEFAULT_STRENGTH if strength is None else strength) if mode != "txt2img" else None
+    hires_scale = 1.0 if hires_scale is None else hires_scale
+    hires_steps = 0 if hires_steps is None else hires_steps
+    hires_strength = DEFAULT_HIRES_STRENGTH if hires_strength is None else hires_strength
+    problems = validate_mode_params(mode=mode, strength=strength, has_source=source is not None,
+                                    has_mask=bool(mask_png), hires_scale=hires_scale, hires_steps=hires_steps,
+                                    hires_strength=hires_strength)
+    if mode == "inpaint" and mask_png and "mask" not in problems:
+        mask_problem = _check_mask(mask_png)
+        if mask_problem:
+            problems["mask"] = mask_problem
+    if problems:
+        raise GenerationInputError("Invalid generation settings: " + "; ".join(problems.values()) + ".", problems)
+    if source is not None and not (width or height):
+        width, height = _size_like(source, base.native_size)
     # Empty: the model's native size (64 px for the tiny model, 512 for SD1.5, 1024 for SDXL).
     width = width or base.native_size
     height = height or base.native_size
@@ -162,19 +274,23 @@ def generation_create(
     seed = random_seed(count) if seed is None else seed
     prompt = (prompt or "").strip()
     negative_prompt = (negative_prompt or "").strip()
-    try:
-        validate_generation_params(prompt=prompt, negative_prompt=negative_prompt, scheduler=scheduler, steps=steps,
-                                   guidance_scale=guidance_scale, seed=seed, width=width, height=height, count=count)
-    except ValueError as exc:
-        raise GenerationInputError(str(exc)) from exc
+    param_problems = generation_param_problems(
+        prompt=prompt, negative_prompt=negative_prompt, scheduler=scheduler, steps=steps,
+        guidance_scale=guidance_scale, seed=seed, width=width, height=height, count=count)
+    if param_problems:
+        raise GenerationInputError("Invalid generation settings: " + "; ".join(param_problems.values()),
+                                   param_problems)
     if seed + count - 1 > MAX_SEED:
         raise GenerationInputError(
             f"Image n of a batch uses seed + n, so the seed must be at most {MAX_SEED - count + 1} for {count} images."
         )
     try:
         generation_cost_check(width=width, height=height, count=count, steps=steps)
+        if hires_enabled(hires_scale):  # the second pass is the larger one
+            generation_cost_check(**dict(zip(("width", "height"), hires_size(width, height, hires_scale),
+                                             strict=True)), count=count, steps=hires_steps or steps)
     except CostTooHigh as exc:
-        raise GenerationInputError(str(exc)) from exc
+        raise GenerationInputError(str(exc), {exc.field: str(exc)} if getattr(exc, "field", None) else None) from exc
     if enqueue:
         ensure_queue_available()
     with transaction.atomic():
@@ -183,7 +299,9 @@ def generation_create(
         job = GenerationJob.objects.create(
             owner=user, prompt=prompt, negative_prompt=negative_prompt, base_model=base, scheduler=scheduler,
             steps=steps, guidance_scale=guidance_scale, seed=seed, width=width, height=height, count=count,
-            total_steps=steps, counters={"seed_was_random": seed_was_random},
+            total_steps=steps, counters={"seed_was_random": seed_was_random}, mode=mode, source_image=source,
+            mask_png=mask_png if mode == "inpaint" else b"", strength=strength, hires_scale=hires_scale,
+            hires_steps=hires_steps, hires_strength=hires_strength,
             message="Waiting for a worker…" if enqueue else "Waiting to run here…",
         )
         GenerationLora.objects.bulk_create(
@@ -208,6 +326,13 @@ def generation_settings(job: GenerationJob, *, seed: int | None = None, count: i
         "width": job.width,
         "height": job.height,
         "count": job.count if count is None else count,
+        "mode": job.mode,
+        "source_image": job.source_image,
+        "mask_png": bytes(job.mask_png or b""),
+        "strength": job.strength,
+        "hires_scale": job.hires_scale,
+        "hires_steps": job.hires_steps,
+        "hires_strength": job.hires_strength,
     }
 
 
@@ -241,6 +366,7 @@ def scheduler_choices() -> list[tuple[str, str]]:
 # Progress writes and cancel checks cost a query each; a few per second is live enough for a page polling
 # every two seconds and keeps a fast GPU from spending its steps waiting on the database.
 PROGRESS_INTERVAL = 0.25
+PREVIEW_EVERY = 3  # steps between live previews (each is a tiny matrix product and one row update)
 _LOAD_SHARE, _DENOISE_SHARE = 0.05, 0.85
 
 # sha256 of a multi-gigabyte checkpoint takes seconds: remember it per file version (and per loaded base model).
@@ -294,6 +420,14 @@ class _Progress:
                         message=f"Step {step} of {total}" + (f" ({self.count} images)" if self.count > 1 else ""),
                         check_cancel=False)
 
+    def on_preview(self, step: int, picture) -> None:
+        """Store a small PNG of the denoising so far on the row; the page shows it through its polling."""
+        import io
+
+        buffer = io.BytesIO()
+        picture.save(buffer, format="PNG")
+        self.ctx.own_row().update(preview_png=buffer.getvalue(), preview_step=step)
+
     def should_stop(self) -> bool:
         now = time.monotonic()
         if not self.stop and now - self.last_check >= PROGRESS_INTERVAL:
@@ -302,21 +436,92 @@ class _Progress:
         return self.stop
 
 
+def mode_inputs(job: GenerationJob) -> dict:
+    """The keyword arguments of ml.generate.generate for the job's mode (source and mask decoded)."""
+    inputs: dict = {"mode": job.mode, "hires_scale": job.hires_scale, "hires_steps": job.hires_steps,
+                    "hires_strength": job.hires_strength}
+    if job.mode in ("img2img", "inpaint"):
+        inputs.update(init_image=source_picture(job), strength=job.strength, mask_image=mask_image(job))
+    return inputs
+
+
+def a1111_mode_fields(job: GenerationJob) -> dict:
+    """The fields A1111 writes for img2img/inpainting and hires fix, in its names."""
+    fields: dict = {}
+    if job.mode in ("img2img", "inpaint") and job.strength is not None:
+        fields["Denoising strength"] = f"{job.strength:g}"
+    if job.mode == "inpaint":
+        fields["Mask blur"] = 0
+    if hires_enabled(job.hires_scale):
+        fields["Denoising strength"] = f"{job.hires_strength:g}"
+        fields["Hires upscale"] = f"{job.hires_scale:g}"
+        if job.hires_steps:
+            fields["Hires steps"] = job.hires_steps
+        from ..ml.modes import HIRES_UPSCALER
+
+        fields["Hires upscaler"] = HIRES_UPSCALER
+    return fields
+
+
+def mode_lineage(job: GenerationJob) -> dict:
+    """The mode's inputs as they go into a generated image's source_detail."""
+    if job.mode == "txt2img" and not hires_enabled(job.hires_scale):
+        return {}
+    detail: dict = {"mode": job.mode}
+    if job.mode != "txt2img":
+        detail.update(source_image=job.source_image_id, strength=job.strength, masked=bool(job.mask_png))
+    if hires_enabled(job.hires_scale):
+        detail["hires"] = {"scale": job.hires_scale, "steps": job.hires_steps, "strength": job.hires_strength}
+    return detail
+
+
 def generation_run(ctx: JobContext) -> None:
     """The body of a generation job (run_job calls it with the claimed row): load, denoise, store the images."""
     # The ML library imports torch/diffusers inside its functions; only the worker gets here.
-    from ..ml.a1111 import a1111_parameters, lora_hash, model_hash, png_bytes_with_parameters
     from ..ml.generate import generate
-    from ..ml.pipelines import LoraSpec, apply_loras, pipeline_cache
 
     job: GenerationJob = ctx.job
-    base = job.base_model
-    entries = list(selectors.lora_entries(job))
+    timings = _start_timings(ctx, job)
+    pipe, lora_hashes = load_job_pipeline(ctx, job, timings)
+    try:
+        inputs = mode_inputs(job)
+    except (OSError, ValueError) as exc:
+        raise JobError(f"Could not read the source image or mask: {exc}") from exc
+    progress = _Progress(ctx, job.count)
+    started = time.perf_counter()
+    try:
+        images = generate(pipe, prompt=job.prompt, negative_prompt=job.negative_prompt, scheduler=job.scheduler,
+                          steps=job.steps, guidance_scale=job.guidance_scale, seed=job.seed, width=job.width,
+                          height=job.height, count=job.count, on_step=progress.on_step,
+                          should_stop=progress.should_stop, on_preview=progress.on_preview,
+                          preview_every=PREVIEW_EVERY, **inputs)
+    except GenerationCancelled as exc:
+        ctx.update(step=exc.step, timings={**timings, "denoise": round(time.perf_counter() - started, 3)},
+                   check_cancel=False)
+        raise JobCancelled() from exc
+    except ValueError as exc:
+        raise JobError(str(exc)) from exc
+    timings["denoise"] = round(time.perf_counter() - started, 3)
+    store_job_images(ctx, job, images, timings, lora_hashes)
+
+
+def _start_timings(ctx: JobContext, job: GenerationJob, *, check_cancel: bool = True) -> dict[str, float]:
     timings: dict[str, float] = {}
     if job.started_at:
         timings["queue_wait"] = round((job.started_at - job.created_at).total_seconds(), 3)
-    ctx.update(progress=0.0, step=0, total_steps=job.steps, timings=timings, message=f"Loading {base.name}…")
+    ctx.update(progress=0.0, step=0, total_steps=job.steps, timings=timings,
+               message=f"Loading {job.base_model.name}…", check_cancel=check_cancel)
+    return timings
 
+
+def load_job_pipeline(ctx: JobContext, job: GenerationJob, timings: dict,
+                      *, check_cancel: bool = True) -> tuple[object, dict[str, str]]:
+    """The warm pipeline for the job's base model with its LoRAs applied; {LoRA name: hash}. Records `load`."""
+    from ..ml.a1111 import lora_hash, model_hash
+    from ..ml.pipelines import LoraSpec, apply_loras, pipeline_cache
+
+    base = job.base_model
+    entries = list(selectors.lora_entries(job))
     started = time.perf_counter()
     cache = pipeline_cache()
     warm = base.cache_key in cache
@@ -342,24 +547,18 @@ def generation_run(ctx: JobContext) -> None:
         raise JobError(f"Could not load the model: {exc}") from exc
     timings["load"] = round(time.perf_counter() - started, 3)
     ctx.update(progress=_LOAD_SHARE, timings=timings, counters={"model_was_warm": warm},
-               message="Generating…", check_cancel=True)
+               message="Generating…", check_cancel=check_cancel)
+    return pipe, lora_hashes
 
-    progress = _Progress(ctx, job.count)
-    started = time.perf_counter()
-    try:
-        images = generate(pipe, prompt=job.prompt, negative_prompt=job.negative_prompt, scheduler=job.scheduler,
-                          steps=job.steps, guidance_scale=job.guidance_scale, seed=job.seed, width=job.width,
-                          height=job.height, count=job.count, on_step=progress.on_step,
-                          should_stop=progress.should_stop)
-    except GenerationCancelled as exc:
-        ctx.update(step=exc.step, timings={**timings, "denoise": round(time.perf_counter() - started, 3)},
-                   check_cancel=False)
-        raise JobCancelled() from exc
-    except ValueError as exc:
-        raise JobError(str(exc)) from exc
-    timings["denoise"] = round(time.perf_counter() - started, 3)
+
+def store_job_images(ctx: JobContext, job: GenerationJob, images: list, timings: dict,
+                     lora_hashes: dict[str, str]) -> None:
+    """PNG with A1111 parameters, gallery ingest and lineage for each image; the row's final message."""
+    from ..ml.a1111 import a1111_parameters, png_bytes_with_parameters
+
+    base = job.base_model
+    entries = list(selectors.lora_entries(job))
     ctx.update(progress=_LOAD_SHARE + _DENOISE_SHARE, timings=timings, message="Saving…", check_cancel=False)
-
     started = time.perf_counter()
     loras = [(entry.lora.name, entry.weight) for entry in entries]
     base_hash = _BASE_HASHES.get(base.cache_key, "")
@@ -369,14 +568,14 @@ def generation_run(ctx: JobContext) -> None:
         seed = job.seed + index
         text = a1111_parameters(job.prompt, job.negative_prompt, job.steps, job.scheduler, job.guidance_scale, seed,
                                 job.width, job.height, model_name=base.name, model_hash=base_hash, loras=loras,
-                                lora_hashes={k: v for k, v in lora_hashes.items() if v})
+                                lora_hashes={k: v for k, v in lora_hashes.items() if v}, extra=a1111_mode_fields(job))
         data = png_bytes_with_parameters(picture, text)
         try:
             result = image_ingest(
                 owner=job.owner, data=data, filename=f"generation-{job.pk}-{index}.png", source=ImageSource.GENERATED,
                 title=job.prompt[:100], is_public=False, make_derivatives_inline=True,
                 source_detail={"generation_job": job.pk, "index": index, "seed": seed, "base_model": base.name,
-                               "loras": [{"name": n, "weight": w} for n, w in loras]},
+                               "loras": [{"name": n, "weight": w} for n, w in loras], **mode_lineage(job)},
             )
         except ImageRejected as exc:
             raise JobError(f"Image {index + 1} could not be stored: {exc}") from exc
@@ -392,10 +591,10 @@ def generation_run(ctx: JobContext) -> None:
         ctx.update(progress=_LOAD_SHARE + _DENOISE_SHARE + 0.1 * (index + 1) / len(images),
                    counters={"image_ids": image_ids, "reused": reused}, check_cancel=False)
     timings["save"] = round(time.perf_counter() - started, 3)
-    timings["total"] = round(timings["load"] + timings["denoise"] + timings["save"], 3)
+    timings["total"] = round(timings.get("load", 0.0) + timings.get("denoise", 0.0) + timings["save"], 3)
     made = len(image_ids) - reused
     message = f"Made {made} image{'s' if made != 1 else ''}"
     if reused:
         message += f"; {reused} identical to images you already had (same seed and settings)"
-    ctx.update(timings=timings, message=message + ".", check_cancel=False)
-
+    # The preview has served its purpose once the images exist.
+    ctx.update(timings=timings, message=message + ".", check_cancel=False, preview_png=b"")

@@ -19,7 +19,9 @@ from ..models import GenerationJob
 from . import selectors, services
 from .forms import SLIDER_MAX, SLIDER_MIN, SLIDER_STEP, GenerateForm
 
-RECENT_RESULTS = 6
+RECENT_RESULTS = 12
+HISTORY_IMAGES = 24
+SOURCE_CHOICES = 12
 
 
 def _get_job_for_user(request: HttpRequest, pk: int) -> GenerationJob:
@@ -39,7 +41,13 @@ def _queue_context(request: HttpRequest) -> dict:
     recent = list(selectors.user_jobs(request.user).finished().order_by("-finished_at", "-pk")[:RECENT_RESULTS])
     for job in recent:
         job.result_images = selectors.job_images(job)
-    return {"active": active, "recent": recent, "polling": bool(active)}
+    # The large "current result": the running job's live preview, else the newest finished job's first image.
+    running = next((job for job in active if job.status == "running"), None)
+    latest = recent[0] if recent else None
+    history = [(job, image) for job in recent for image in job.result_images][:HISTORY_IMAGES]
+    return {"active": active, "recent": recent, "polling": bool(active), "running": running,
+            "latest": latest, "latest_image": latest.result_images[0] if latest and latest.result_images else None,
+            "history": history}
 
 
 def _form_context(request: HttpRequest, form: GenerateForm, notes: list[str] | None = None) -> dict:
@@ -50,6 +58,7 @@ def _form_context(request: HttpRequest, form: GenerateForm, notes: list[str] | N
         "selected_base": form.selected_base_model_pk(),
         "slider": {"min": SLIDER_MIN, "max": SLIDER_MAX, "step": SLIDER_STEP},
         "notes": notes or [],
+        "source_choices": list(Image.objects.owned_by(request.user).order_by("-pk")[:SOURCE_CHOICES]),
         **_queue_context(request),
     }
 
@@ -68,7 +77,7 @@ def generate(request: HttpRequest) -> HttpResponse:
                 form.add_error(None, str(exc))
                 status = 429
             except services.GenerationInputError as exc:
-                form.add_error(None, str(exc))
+                form.add_service_error(exc)
             except QueueUnavailable as exc:
                 form.add_error(None, str(exc))
                 status = 503
@@ -85,6 +94,11 @@ def generate(request: HttpRequest) -> HttpResponse:
     elif request.GET.get("image", "").isdigit():
         image = _get_image_for_user(request, int(request.GET["image"]))
         initial, weights, notes = selectors.settings_from_image(image, request.user)
+    if request.GET.get("source", "").isdigit():  # "use as source" (image to image) from a result or image
+        source = _get_image_for_user(request, int(request.GET["source"]))
+        initial.update(source_image=source.pk, mode=request.GET.get("mode") if request.GET.get("mode") in (
+            "img2img", "inpaint") else "img2img")
+        initial.pop("mask_png", None)
     if request.GET.get("lora", "").isdigit():  # "generate with this LoRA" from a LoRA's page
         lora = selectors.usable_loras(request.user).filter(pk=int(request.GET["lora"])).first()
         if lora is None:
@@ -129,6 +143,20 @@ def generation_detail(request: HttpRequest, pk: int) -> HttpResponse:
     job = _get_job_for_user(request, pk)
     template = "training/generation/_status.html" if request.htmx else "training/generation/detail.html"
     return render(request, template, _detail_context(job))
+
+
+@login_required
+@require_GET
+def generation_preview(request: HttpRequest, pk: int) -> HttpResponse:
+    """The running job's latest live preview (a small PNG approximated from the latents), or 404 if none."""
+    job = _get_job_for_user(request, pk)
+    data = bytes(GenerationJob.objects.filter(pk=job.pk).values_list("preview_png", flat=True).first() or b"")
+    if not data:
+        raise Http404("No preview yet.")
+    response = HttpResponse(data, content_type="image/png")
+    response["Cache-Control"] = "no-store"
+    response["X-Content-Type-Options"] = "nosniff"
+    return response
 
 
 @login_required

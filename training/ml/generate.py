@@ -13,6 +13,7 @@ from typing import Any
 
 from .a1111 import a1111_parameters, parse_a1111_parameters, png_bytes_with_parameters, read_png_parameters
 from .errors import GenerationCancelled
+from .prompt_weights import encode_prompts
 
 __all__ = [
     "SCHEDULERS",
@@ -119,30 +120,54 @@ def validate_generation_params(
     max_count: int | None = None,
 ) -> None:
     """Raise ValueError naming every problem; limits default to the GENERATE_MAX_* settings."""
+    problems = generation_param_problems(
+        prompt=prompt, negative_prompt=negative_prompt, scheduler=scheduler, steps=steps,
+        guidance_scale=guidance_scale, seed=seed, width=width, height=height, count=count, max_side=max_side,
+        max_steps=max_steps, max_count=max_count)
+    if problems:
+        raise ValueError("Invalid generation settings: " + "; ".join(problems.values()))
+
+
+def generation_param_problems(
+    *,
+    prompt: str,
+    negative_prompt: str | None = "",
+    scheduler: str,
+    steps: int,
+    guidance_scale: float,
+    seed: int,
+    width: int,
+    height: int,
+    count: int = 1,
+    max_side: int | None = None,
+    max_steps: int | None = None,
+    max_count: int | None = None,
+) -> dict[str, str]:
+    """{field: problem} for every invalid setting (the form shows each one beside its field)."""
     max_side = max_side or _setting("GENERATE_MAX_SIDE", 2048)
     max_steps = max_steps or _setting("GENERATE_MAX_STEPS", 150)
     max_count = max_count or _setting("GENERATE_MAX_COUNT", 8)
-    problems = []
+    problems: dict[str, str] = {}
     if not prompt or not prompt.strip():
-        problems.append("the prompt is empty")
+        problems["prompt"] = "the prompt is empty"
     if len(prompt or "") > MAX_PROMPT_CHARS or len(negative_prompt or "") > MAX_PROMPT_CHARS:
-        problems.append(f"prompts are limited to {MAX_PROMPT_CHARS} characters")
+        field = "prompt" if len(prompt or "") > MAX_PROMPT_CHARS else "negative_prompt"
+        problems[field] = f"prompts are limited to {MAX_PROMPT_CHARS} characters"
     if scheduler not in SCHEDULERS and scheduler not in LEGACY_SCHEDULERS:
-        problems.append(f"unknown scheduler {scheduler!r}; choose one of {', '.join(SCHEDULERS)}")
+        problems["scheduler"] = f"unknown scheduler {scheduler!r}; choose one of {', '.join(SCHEDULERS)}"
     if not 1 <= steps <= max_steps:
-        problems.append(f"steps must be between 1 and {max_steps} (got {steps})")
+        problems["steps"] = f"steps must be between 1 and {max_steps} (got {steps})"
     low, high = GUIDANCE_RANGE
     if not low <= guidance_scale <= high:
-        problems.append(f"guidance scale must be between {low:g} and {high:g} (got {guidance_scale:g})")
+        problems["guidance_scale"] = f"guidance scale must be between {low:g} and {high:g} (got {guidance_scale:g})"
     if not 0 <= seed <= MAX_SEED:
-        problems.append(f"seed must be between 0 and {MAX_SEED} (got {seed})")
+        problems["seed"] = f"seed must be between 0 and {MAX_SEED} (got {seed})"
     for label, side in (("width", width), ("height", height)):
         if side % 8 or not 8 <= side <= max_side:
-            problems.append(f"{label} must be a multiple of 8 between 8 and {max_side} (got {side})")
+            problems[label] = f"{label} must be a multiple of 8 between 8 and {max_side} (got {side})"
     if not 1 <= count <= max_count:
-        problems.append(f"count must be between 1 and {max_count} (got {count})")
-    if problems:
-        raise ValueError("Invalid generation settings: " + "; ".join(problems))
+        problems["count"] = f"count must be between 1 and {max_count} (got {count})"
+    return problems
 
 
 # The scheduler config each pipeline was loaded with: every switch starts from it, so options of the
@@ -181,14 +206,30 @@ def generate(
     count: int = 1,
     on_step: Callable[[int, int], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    mode: str = "txt2img",
+    init_image: Any = None,
+    mask_image: Any = None,
+    strength: float = 0.75,
+    hires_scale: float = 1.0,
+    hires_steps: int = 0,
+    hires_strength: float = 0.5,
+    on_preview: Callable[[int, Any], None] | None = None,
+    preview_every: int = 0,
 ) -> list[Any]:
     """Generate `count` PIL images; image i uses seed + i, so each one can be remade on its own.
 
-    on_step(step, total) runs after every denoising step; when should_stop() turns true the run stops
-    before the next step with GenerationCancelled. Raises ValueError for invalid parameters.
+    mode "img2img" starts from init_image at `strength` (0: the source through the VAE, 1: the source is
+    ignored, as text to image); "inpaint" repaints where mask_image is white and keeps the source elsewhere.
+    hires_scale > 1 (text to image only) upscales the result and runs a second img2img pass of hires_steps
+    (0: steps) at hires_strength. on_step(step, total) runs after every denoising step over all passes; when
+    should_stop() turns true the run stops before the next step with GenerationCancelled. on_preview(step,
+    image) gets a cheap approximation of the first image every preview_every steps. Raises ValueError for
+    invalid parameters.
     """
     # torch is needed for the per-image generators; callers already hold a loaded pipeline.
     import torch
+
+    from . import modes
 
     validate_generation_params(
         prompt=prompt,
@@ -201,30 +242,99 @@ def generate(
         height=height,
         count=count,
     )
+    problems = modes.validate_mode_params(
+        mode=mode, strength=strength, has_source=init_image is not None, has_mask=mask_image is not None,
+        hires_scale=hires_scale, hires_steps=hires_steps, hires_strength=hires_strength,
+    )
+    if problems:
+        raise ValueError("Invalid generation settings: " + "; ".join(problems.values()))
+    hires = modes.hires_enabled(hires_scale)
+    first = steps if mode == "txt2img" or strength >= 1 else modes.denoise_steps(steps, strength)
+    second = modes.denoise_steps(hires_steps or steps, hires_strength) if hires else 0
+    planned = first + second
     if should_stop and should_stop():
-        raise GenerationCancelled(0, steps)
-    set_scheduler(pipe, scheduler)
-    # CPU generators give the same starting noise whichever device runs the model.
-    generators = [torch.Generator("cpu").manual_seed(seed + i) for i in range(count)]
+        raise GenerationCancelled(0, planned)
+    kind = "sdxl" if getattr(pipe, "text_encoder_2", None) is not None else "sd15"
+    done = {"steps": 0}
 
-    def step_end(pipeline: Any, index: int, _timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
-        total = int(getattr(pipeline, "num_timesteps", steps))
-        if on_step:
-            on_step(index + 1, total)
-        if should_stop and index + 1 < total and should_stop():
-            raise GenerationCancelled(index + 1, total)
-        return tensors
+    def callback(offset: int, extra: int) -> Callable[..., dict[str, Any]]:
+        def step_end(pipeline: Any, index: int, _timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
+            total = offset + int(getattr(pipeline, "num_timesteps", 0) or planned - offset - extra) + extra
+            current = offset + index + 1
+            done["steps"] = current
+            if on_step:
+                on_step(current, total)
+            if on_preview and preview_every and current % preview_every == 0 and current < total:
+                on_preview(current, modes.latent_preview(tensors["latents"], kind))
+            if should_stop and current < total and should_stop():
+                raise GenerationCancelled(current, total)
+            return tensors
+
+        return step_end
+
+    def generators() -> list[Any]:
+        # CPU generators give the same starting noise whichever device runs the model.
+        return [torch.Generator("cpu").manual_seed(seed + i) for i in range(count)]
+
+    negative = (negative_prompt or "").strip()
+    weighted = _supports_prompt_embeds(pipe)
+
+    def text_kwargs(repeat: int) -> dict[str, Any]:
+        # A1111 weights and long prompts go in as embeddings (SD1.5/SDXL); other families get the text.
+        if weighted:
+            return encode_prompts(pipe, prompt, negative, repeat=repeat)
+        if repeat == 1:
+            return {"prompt": prompt, "negative_prompt": negative or None}
+        return {"prompt": [prompt] * repeat, "negative_prompt": [negative] * repeat}
+
+    text = text_kwargs(1)
+    common = {"guidance_scale": guidance_scale, "num_images_per_prompt": count}
+    source = modes.fit_image(init_image, width, height) if init_image is not None else None
+    mask = modes.fit_mask(mask_image, width, height) if mask_image is not None else None
 
     with torch.inference_mode():
-        result = pipe(
-            prompt=prompt,
-            negative_prompt=(negative_prompt or "").strip() or None,
-            num_inference_steps=steps,
-            guidance_scale=guidance_scale,
-            width=width,
-            height=height,
-            num_images_per_prompt=count,
-            generator=generators,
-            callback_on_step_end=step_end,
-        )
-    return list(result.images)
+        if mode == "txt2img" or (mode == "img2img" and strength >= 1):
+            set_scheduler(pipe, scheduler)
+            images = pipe(**text, **common, num_inference_steps=steps, width=width, height=height,
+                          generator=generators(), callback_on_step_end=callback(0, second)).images
+        elif strength <= 0:  # nothing to denoise: the source as the VAE sees it
+            images = modes.vae_roundtrip(pipe, source, count)
+        else:
+            derived = _with_scheduler(pipe, mode, scheduler)
+            kwargs = {"image": source, "strength": _effective_strength(steps, strength)}
+            if mode == "inpaint":
+                kwargs.update(mask_image=mask, width=width, height=height)
+            images = derived(**text, **common, **kwargs, num_inference_steps=steps, generator=generators(),
+                             callback_on_step_end=callback(0, 0)).images
+        if mode == "inpaint":
+            images = [modes.paste_unmasked(picture, source, mask) for picture in images]
+        if hires:
+            size = modes.hires_size(width, height, hires_scale)
+            upscaled = [modes.fit_image(picture, *size) for picture in images]
+            derived = _with_scheduler(pipe, "img2img", scheduler)
+            # One prompt per upscaled image, each with its own seed's generator (A1111 reuses the seed).
+            images = derived(**text_kwargs(count), guidance_scale=guidance_scale, num_images_per_prompt=1,
+                             image=upscaled, strength=_effective_strength(hires_steps or steps, hires_strength),
+                             num_inference_steps=hires_steps or steps, generator=generators(),
+                             callback_on_step_end=callback(done["steps"], 0)).images
+    return list(images)
+
+
+def _supports_prompt_embeds(pipe: Any) -> bool:
+    name = type(pipe).__name__
+    return name.startswith("StableDiffusion") and getattr(pipe, "tokenizer", None) is not None
+
+
+def _effective_strength(steps: int, strength: float) -> float:
+    # diffusers runs int(steps × strength) steps and refuses 0: a tiny strength still runs one step.
+    return strength if int(steps * strength) >= 1 else min(1.0, 1.5 / steps)
+
+
+def _with_scheduler(pipe: Any, mode: str, scheduler: str) -> Any:
+    from .modes import derived_pipeline
+
+    derived = derived_pipeline(pipe, mode)
+    # The derived pipeline switches schedulers from the model's own config, like the txt2img one.
+    _BASE_SCHEDULER_CONFIG.setdefault(derived, _BASE_SCHEDULER_CONFIG.setdefault(pipe, pipe.scheduler.config))
+    set_scheduler(derived, scheduler)
+    return derived

@@ -166,7 +166,8 @@ def test_one_users_burst_does_not_starve_the_others(user, other_user, make_user,
 
 
 def test_every_waiting_row_keeps_a_live_task_when_a_task_starts_another_row(user, other_user, base_model,
-                                                                            run_worker, redis_conn):
+                                                                            run_worker, redis_conn, settings):
+    settings.GENERATE_BATCH_MAX_IMAGES = 1  # one row per task here (batching: test_generation_batching.py)
     a1, a2 = (generation_create(user=user, prompt=f"a{i}", **FAST) for i in range(2))
     b1 = generation_create(user=other_user, prompt="b", **FAST)
     b1_task = _done(b1).rq_job_id

@@ -46,6 +46,7 @@ def _worker_env(database_env: dict, data_dir: Path, media_root: Path) -> dict:
         "IMAGINEER_MEDIA_ROOT": str(media_root),  # stands in for the media bucket every machine reaches
         "IMAGINEER_MODELS_DIR": str(settings.MODELS_DIR),
         "IMAGINEER_DEVICE": "cpu",
+        "IMAGINEER_GENERATE_BATCH_MAX_IMAGES": "1",  # one job per pass: this test is about the two workers
         "REDIS_URL": settings.REDIS_URL,
         "IMAGINEER_REDIS_PREFIX": settings.REDIS_PREFIX,
     })
