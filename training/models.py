@@ -116,6 +116,9 @@ class TrainingRun(Job):
     checkpoint_every = models.PositiveIntegerField(default=100)
     sample_every = models.PositiveIntegerField(default=0, help_text="0: no sample images.")
     sample_prompt = models.CharField(max_length=500, blank=True)
+    options = models.JSONField(default=dict, blank=True, help_text=(
+        "Further trainer options (optimizer, scheduler, LoRA layers, text encoder, captions, loss); "
+        "see training/runs/params.py. Missing keys take their defaults."))
     # Progress
     stage = models.CharField(max_length=10, choices=TrainingStage.choices, default=TrainingStage.QUEUED)
     step = models.PositiveIntegerField(default=0)

@@ -45,7 +45,9 @@ def text_encoder_lora_targets(text_encoder: Any) -> list[str]:
     names = [
         name
         for name, module in text_encoder.named_modules()
-        if isinstance(module, torch.nn.Linear) and ".layers." in name and name.rsplit(".", 1)[-1] in TEXT_ENCODER_TARGETS
+        if isinstance(module, torch.nn.Linear)
+        and ".layers." in name
+        and name.rsplit(".", 1)[-1] in TEXT_ENCODER_TARGETS
     ]
     if not names:
         raise ValueError("The text encoder has no attention or MLP layers to put LoRA on.")

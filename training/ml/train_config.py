@@ -99,7 +99,10 @@ class TrainConfig:
             (self.lr_warmup_steps >= 0, f"lr_warmup_steps must be 0 or more (got {self.lr_warmup_steps})"),
             (self.max_grad_norm >= 0, f"max_grad_norm must be 0 (off) or more (got {self.max_grad_norm})"),
             (self.weight_decay >= 0, f"weight_decay must be 0 or more (got {self.weight_decay})"),
-            (self.optimizer in OPTIMIZERS, f"optimizer must be one of {', '.join(OPTIMIZERS)} (got {self.optimizer!r})"),
+            (
+                self.optimizer in OPTIMIZERS,
+                f"optimizer must be one of {', '.join(OPTIMIZERS)} (got {self.optimizer!r})",
+            ),
             (
                 self.lora_modules in LORA_MODULE_SETS,
                 f"lora_modules must be one of {', '.join(LORA_MODULE_SETS)} (got {self.lora_modules!r})",

@@ -177,7 +177,10 @@ class Trainer:
             dist = vae.encode(pixels).latent_dist
             return dist.mean, dist.std
 
-        keys = [(str(e.path), e.bucket, lay.resized, lay.top, lay.left, lay.flip) for e, lay in zip(examples, layouts)]
+        keys = [
+            (str(e.path), e.bucket, lay.resized, lay.top, lay.left, lay.flip)
+            for e, lay in zip(examples, layouts, strict=True)
+        ]
         with torch.no_grad():
             mean, std = run.cache.latent_params(keys, encode)
             # The same draw diffusers' DiagonalGaussianDistribution.sample makes, so cached == live.
@@ -387,5 +390,5 @@ def _sd15_skipped_embeds(pipe: Any, texts: list[str], device: Any, clip_skip: in
     ids = tokenizer(texts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
                     return_tensors="pt").input_ids.to(device)
     hidden = encoder(ids, output_hidden_states=True).hidden_states[-(clip_skip + 1)]
-    norm = getattr(getattr(encoder, "text_model", encoder), "final_layer_norm")
+    norm = getattr(encoder, "text_model", encoder).final_layer_norm
     return norm(hidden).to(dtype=encoder.dtype)

@@ -137,7 +137,8 @@ def test_text_encoder_keys_use_te1_and_te2_for_sdxl():
     from training.ml.kohya import text_encoder_prefixes, to_kohya
 
     down, up = torch.ones(2, 8), torch.ones(8, 2)
-    te = {"encoder.layers.0.self_attn.q_proj.lora_A.weight": down, "encoder.layers.0.self_attn.q_proj.lora_B.weight": up}
+    layer = "encoder.layers.0.self_attn.q_proj"
+    te = {f"{layer}.lora_A.weight": down, f"{layer}.lora_B.weight": up}
     prefixes = text_encoder_prefixes("sdxl")
     names = {k.split(".")[0] for attr in ("text_encoder", "text_encoder_2")
              for k in to_kohya(te, alpha=1, prefix=prefixes[attr])}

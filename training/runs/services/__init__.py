@@ -24,7 +24,7 @@ from labeling.selectors import training_captions
 
 from ...models import BaseModel, LoraModel, ModelKind, TrainingRun, TrainingStage
 from ..artifacts import checkpoint_prefix, stored_checkpoints
-from ..params import RunInputError, clean_params
+from ..params import OPTION_NAMES, RunInputError, clean_params
 
 RUN_NAME_MAX = 100
 DATASET_DIR = "training"  # under WORK_DIR: the temporary dataset folders of running jobs
@@ -127,6 +127,7 @@ def run_create(*, owner, album_ids: Iterable[int], params: dict[str, Any], name:
     if errors:
         raise RunInputError(errors)
     epochs = cleaned.pop("epochs", None)
+    options = {key: cleaned.pop(key) for key in OPTION_NAMES if key in cleaned}
     if enqueue:
         ensure_queue_available()
     with transaction.atomic():
@@ -136,7 +137,7 @@ def run_create(*, owner, album_ids: Iterable[int], params: dict[str, Any], name:
             owner=owner, name=name or _default_name(albums), base_model=model, dataset=snapshot,
             album_names=[a.name for a in albums], total_steps=cleaned["steps"],
             counters={"images": len(snapshot), **({"epochs": epochs} if epochs else {})},
-            message="Waiting for a worker…", **cleaned,
+            message="Waiting for a worker…", options=options, **cleaned,
         )
         run.albums.set(albums)
         if enqueue:
