@@ -176,6 +176,10 @@ class LoraModel(models.Model):
         max_length=500, blank=True, help_text="Key of the kohya-format .safetensors (A1111, ComfyUI) in the "
                                               "artifacts storage.")
     kohya_sha256 = models.CharField(max_length=64, blank=True)
+    checkpoint_of = models.ForeignKey(TrainingRun, null=True, blank=True, on_delete=models.SET_NULL,
+                                      related_name="checkpoint_loras",
+                                      help_text="The run whose kept checkpoint this LoRA was registered from.")
+    checkpoint_step = models.PositiveIntegerField(null=True, blank=True, help_text="That checkpoint's step.")
     default_weight = models.FloatField(default=0.6)
     trigger_words = models.CharField(max_length=300, blank=True)
     is_public = models.BooleanField(default=False, help_text="Everyone may generate with a public LoRA.")

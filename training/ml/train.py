@@ -78,6 +78,7 @@ def train_lora(
         state = {"base_model": base_model, "kind": kind, "dataset": fingerprint, "config": config.to_dict()}
         run.cache = _encoder_cache(config, fingerprint, train_text=bool(run.text_encoders))
         trainer = Trainer(run, plan, config, callbacks, output_dir, state)
+        trainer.name = name
         if resume is not None:
             trainer.restore(resume)
         trainer.train()

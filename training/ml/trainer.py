@@ -24,6 +24,8 @@ from .latent_cache import EncoderCache
 from .train_config import TrainCallbacks, TrainConfig
 
 DIFFUSERS_WEIGHTS = "pytorch_lora_weights.safetensors"
+# Every checkpoint also holds its kohya-format file, so any kept step can become a LoRA of its own.
+CHECKPOINT_KOHYA = "kohya_lora.safetensors"
 
 
 class _SamplingStopped(Exception):
@@ -67,6 +69,7 @@ class Trainer:
         self.history: list[float] = []
         self.resumed_from: int | None = None
         self.steps_per_second = 0.0
+        self.name = "lora"  # the LoRA's name in kohya metadata
 
     # --- resume ---
 
@@ -290,6 +293,16 @@ class Trainer:
         type(self.run.pipe).save_lora_weights(str(folder), safe_serialization=True, **kwargs)
         return folder / DIFFUSERS_WEIGHTS
 
+    def _write_kohya(self, path: Path, name: str, base_model: str) -> None:
+        cfg = self.config
+        meta = kohya_metadata(rank=cfg.rank, alpha=cfg.alpha, kind=self.run.kind, name=name, base_model=base_model)
+        meta["ss_steps"] = str(self.step)
+        meta["ss_text_encoder_lr"] = str(cfg.text_encoder_lr or cfg.learning_rate) if self.run.text_encoders else ""
+        meta["ss_network_args"] = f'{{"module_set": "{cfg.lora_modules}"}}'
+        prefixes = text_encoder_prefixes(self.run.kind)
+        text_encoders = {prefixes[attr]: sd for attr, sd in self._text_encoder_layers().items()}
+        save_kohya(self._lora_layers(), path, alpha=cfg.alpha, metadata=meta, text_encoders=text_encoders)
+
     def save_checkpoint(self) -> Path:
         import torch
 
@@ -301,6 +314,8 @@ class Trainer:
 
         def write(folder: Path) -> None:
             self._write_diffusers_lora(folder)
+            base = self.state.get("base_model", "")
+            self._write_kohya(folder / CHECKPOINT_KOHYA, f"{self.name}-step{self.step}", base)
             torch.save(self.run.optimizer.state_dict(), folder / "optimizer.pt")
             torch.save(self.run.lr_scheduler.state_dict(), folder / "scheduler.pt")
             torch.save(tensor_rng, folder / "rng.pt")
@@ -368,15 +383,7 @@ class Trainer:
             os.replace(self._write_diffusers_lora(tmp), final)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-        peft_sd = self._lora_layers()
-        cfg = self.config
-        meta = kohya_metadata(rank=cfg.rank, alpha=cfg.alpha, kind=self.run.kind, name=name, base_model=base_model)
-        meta["ss_steps"] = str(self.step)
-        meta["ss_text_encoder_lr"] = str(cfg.text_encoder_lr or cfg.learning_rate) if self.run.text_encoders else ""
-        meta["ss_network_args"] = f'{{"module_set": "{cfg.lora_modules}"}}'
-        prefixes = text_encoder_prefixes(self.run.kind)
-        text_encoders = {prefixes[attr]: sd for attr, sd in self._text_encoder_layers().items()}
-        save_kohya(peft_sd, kohya_path, alpha=cfg.alpha, metadata=meta, text_encoders=text_encoders)
+        self._write_kohya(kohya_path, name, base_model)
         self.callbacks.on_log(f"saved {final.name} and {kohya_path.name}")
         return final, kohya_path
 

@@ -166,6 +166,8 @@ def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
         return render(request, "training/runs/_run_status.html", context)
     context["albums"] = list(run.albums.all())
     context["dataset_warnings"] = check_run(run)
+    registered = {lora.checkpoint_step: lora for lora in run.checkpoint_loras.all()}
+    context["checkpoints"] = [(step, registered.get(step)) for step in services.stored_checkpoints(run)]
     return render(request, "training/runs/detail.html", context)
 
 
