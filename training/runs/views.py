@@ -168,6 +168,7 @@ def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
     context["dataset_warnings"] = check_run(run)
     registered = {lora.checkpoint_step: lora for lora in run.checkpoint_loras.all()}
     context["checkpoints"] = [(step, registered.get(step)) for step in services.stored_checkpoints(run)]
+    context["grids"] = list(run.grids.all()[:20])
     return render(request, "training/runs/detail.html", context)
 
 
