@@ -137,3 +137,21 @@ def test_min_snr_weights_follow_the_formula():
     weights = min_snr_weights(scheduler, timesteps, 5.0, "epsilon")
     assert torch.allclose(weights, torch.clamp(snr, max=5.0) / snr)
     assert weights[0] < 1 and weights[2] == pytest.approx(1.0)
+
+
+def test_a_run_with_a_text_encoder_lora_resumes_where_it_stopped(tmp_path, tiny_model, tiny_dataset):
+    from training.ml.errors import TrainingCancelled
+
+    from .conftest import Recorder
+
+    options = dict(steps=3, checkpoint_every=1, train_text_encoder=True, text_encoder_lr=1e-2, lora_modules="kohya")
+    whole = _run(tmp_path, tiny_model, tiny_dataset, "whole", **options)
+    config = TrainConfig(**{**BASE, **options})
+    common = dict(base_model=str(tiny_model), kind="sd15", dataset=tiny_dataset[:2], output_dir=tmp_path / "parts",
+                  config=config, name="opt", device="cpu")
+    with pytest.raises(TrainingCancelled):
+        train_lora(**common, callbacks=Recorder(stop_after=1).callbacks())
+    resumed = train_lora(**common)
+
+    assert resumed.resumed_from == 1
+    assert resumed.loss_history == pytest.approx(whole.loss_history, rel=1e-5)
