@@ -121,6 +121,9 @@ class TrainingRun(Job):
     checkpoint_every = models.PositiveIntegerField(default=100)
     sample_every = models.PositiveIntegerField(default=0, help_text="0: no sample images.")
     sample_prompt = models.CharField(max_length=500, blank=True)
+    options = models.JSONField(default=dict, blank=True, help_text=(
+        "Further trainer options (optimizer, scheduler, LoRA layers, text encoder, captions, loss); "
+        "see training/runs/params.py. Missing keys take their defaults."))
     # Progress
     stage = models.CharField(max_length=10, choices=TrainingStage.choices, default=TrainingStage.QUEUED)
     step = models.PositiveIntegerField(default=0)
@@ -178,6 +181,10 @@ class LoraModel(models.Model):
         max_length=500, blank=True, help_text="Key of the kohya-format .safetensors (A1111, ComfyUI) in the "
                                               "artifacts storage.")
     kohya_sha256 = models.CharField(max_length=64, blank=True)
+    checkpoint_of = models.ForeignKey(TrainingRun, null=True, blank=True, on_delete=models.SET_NULL,
+                                      related_name="checkpoint_loras",
+                                      help_text="The run whose kept checkpoint this LoRA was registered from.")
+    checkpoint_step = models.PositiveIntegerField(null=True, blank=True, help_text="That checkpoint's step.")
     default_weight = models.FloatField(default=0.6)
     trigger_words = models.CharField(max_length=300, blank=True)
     is_public = models.BooleanField(default=False, help_text="Everyone may generate with a public LoRA.")
@@ -267,3 +274,44 @@ class GenerationOutput(models.Model):
 
     def __str__(self) -> str:
         return f"{self.job_id}#{self.index}"
+
+
+class EvaluationGrid(Job):
+    """Images of several LoRAs (a run's checkpoints, or any LoRAs to compare) on the same prompts and seeds.
+
+    Column j is one LoRA file at one weight; row i is prompt i with seed `seed + i` in every column, so the
+    columns differ only by the LoRA. Made on the `generate` queue (training.runs.evaluation).
+    """
+
+    queue_name = "generate"
+    job_function = "training.runs.jobs.run_evaluation"
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="evaluation_grids")
+    run = models.ForeignKey(TrainingRun, null=True, blank=True, on_delete=models.CASCADE, related_name="grids",
+                            help_text="The run whose checkpoints are compared; empty when comparing LoRAs.")
+    base_model = models.ForeignKey(BaseModel, on_delete=models.PROTECT, related_name="evaluation_grids")
+    title = models.CharField(max_length=200)
+    columns = models.JSONField(default=list, help_text="[{label, file (storage key), weight, lora_id}]")
+    prompts = models.JSONField(default=list)
+    negative_prompt = models.CharField(max_length=500, blank=True)
+    seed = models.BigIntegerField(default=0)
+    steps = models.PositiveIntegerField(default=20)
+    guidance_scale = models.FloatField(default=7.0)
+    scheduler = models.CharField(max_length=30, default="euler")
+    width = models.PositiveIntegerField(default=512)
+    height = models.PositiveIntegerField(default=512)
+    cells = models.JSONField(default=list, blank=True, help_text="[{row, col, seed, file}] as they are made.")
+    grid_file = models.CharField(max_length=500, blank=True, help_text="Storage key of the whole grid as one PNG.")
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return self.title
+
+    def get_absolute_url(self) -> str:
+        return reverse("training:grid_detail", args=[self.pk])
+
+    @property
+    def artifact_prefix(self) -> str:
+        return f"grids/{self.pk}"

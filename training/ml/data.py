@@ -126,15 +126,64 @@ class BatchPlan:
         return epoch, self.epoch_batches(epoch)[offset]
 
 
-def prepare_example(
+@dataclass(frozen=True)
+class Layout:
+    """Where one image of one batch is cut from and which caption it gets: decided without reading pixels."""
+
+    resized: tuple[int, int]  # (width, height) the image is resized to before cropping
+    top: int
+    left: int  # in the unflipped resized frame
+    flip: bool
+    caption: str
+
+
+@dataclass(frozen=True)
+class CaptionOptions:
+    trigger_word: str = ""
+    shuffle_tags: bool = False
+    keep_tags: int = 0
+
+
+def plan_example(
     example: Example,
     *,
     rng: random.Random,
     center_crop: bool,
     random_flip: bool,
     caption_dropout: float,
-) -> Prepared:
-    """Load, resize to cover the bucket, crop (centre or random), maybe flip, maybe drop the caption."""
+    captions: CaptionOptions | None = None,
+) -> Layout:
+    """The random choices of one sample (crop, flip, caption), in a fixed draw order from its own RNG."""
+    width, height = example.bucket
+    orig_w, orig_h = example.original_size
+    scale = max(width / orig_w, height / orig_h)
+    resized_w, resized_h = max(width, round(orig_w * scale)), max(height, round(orig_h * scale))
+    if center_crop:
+        left, top = (resized_w - width) // 2, (resized_h - height) // 2
+    else:
+        left, top = rng.randint(0, resized_w - width), rng.randint(0, resized_h - height)
+    flip = random_flip and rng.random() < 0.5
+    dropped = caption_dropout > 0 and rng.random() < caption_dropout
+    caption = "" if dropped else shape_caption(example.caption, rng, captions or CaptionOptions())
+    return Layout((resized_w, resized_h), top, left, flip, caption)
+
+
+def shape_caption(caption: str, rng: random.Random, options: CaptionOptions) -> str:
+    """Shuffle the tags after the first `keep_tags` (when asked), then put the trigger word first if missing."""
+    tags = [t.strip() for t in caption.split(",") if t.strip()]
+    if options.shuffle_tags and len(tags) > options.keep_tags + 1:
+        rest = tags[options.keep_tags :]
+        rng.shuffle(rest)
+        tags = tags[: options.keep_tags] + rest
+        caption = ", ".join(tags)
+    trigger = options.trigger_word.strip()
+    if trigger and trigger.lower() not in (t.lower() for t in tags):
+        caption = f"{trigger}, {caption}" if caption.strip() else trigger
+    return caption
+
+
+def load_pixels(example: Example, layout: Layout) -> Any:
+    """The float tensor (3, H, W) in [-1, 1] of a planned sample."""
     # Pillow, numpy and torch are only needed inside a training run.
     import numpy as np
     import torch
@@ -143,23 +192,34 @@ def prepare_example(
     width, height = example.bucket
     with Image.open(example.path) as raw:
         img = ImageOps.exif_transpose(raw).convert("RGB")
-    scale = max(width / img.width, height / img.height)
-    resized_w, resized_h = max(width, round(img.width * scale)), max(height, round(img.height * scale))
-    img = img.resize((resized_w, resized_h), Image.Resampling.BICUBIC)
-    if center_crop:
-        left, top = (resized_w - width) // 2, (resized_h - height) // 2
-    else:
-        left, top = rng.randint(0, resized_w - width), rng.randint(0, resized_h - height)
-    img = img.crop((left, top, left + width, top + height))
-    flip = random_flip and rng.random() < 0.5
-    if flip:
+    img = img.resize(layout.resized, Image.Resampling.BICUBIC)
+    img = img.crop((layout.left, layout.top, layout.left + width, layout.top + height))
+    if layout.flip:
         img = ImageOps.mirror(img)
-        left = resized_w - width - left  # SDXL conditions on where the crop sits in the unflipped frame
-    caption = "" if caption_dropout > 0 and rng.random() < caption_dropout else example.caption
     array = np.asarray(img, dtype=np.float32) / 127.5 - 1.0
-    pixels = torch.from_numpy(array).permute(2, 0, 1).contiguous()
+    return torch.from_numpy(array).permute(2, 0, 1).contiguous()
+
+
+def prepared_from(example: Example, layout: Layout, pixels: Any) -> Prepared:
+    # SDXL conditions on where the crop sits in the unflipped frame.
+    left = layout.resized[0] - example.bucket[0] - layout.left if layout.flip else layout.left
     original_hw = (example.original_size[1], example.original_size[0])
-    return Prepared(pixels, caption, original_hw, (top, left))
+    return Prepared(pixels, layout.caption, original_hw, (layout.top, left))
+
+
+def prepare_example(
+    example: Example,
+    *,
+    rng: random.Random,
+    center_crop: bool,
+    random_flip: bool,
+    caption_dropout: float,
+    captions: CaptionOptions | None = None,
+) -> Prepared:
+    """Load, resize to cover the bucket, crop (centre or random), maybe flip, maybe drop the caption."""
+    layout = plan_example(example, rng=rng, center_crop=center_crop, random_flip=random_flip,
+                          caption_dropout=caption_dropout, captions=captions)
+    return prepared_from(example, layout, load_pixels(example, layout))
 
 
 def sample_rng(seed: int, position: int, slot: int) -> random.Random:

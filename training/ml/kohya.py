@@ -1,6 +1,7 @@
 """LoRA weights in the kohya-ss layout that A1111, Forge and ComfyUI read.
 
-A kohya file names each adapted layer ``lora_unet_<module path with dots as underscores>`` and stores
+A kohya file names each adapted layer ``lora_unet_<module path with dots as underscores>`` (text encoders:
+``lora_te_`` on SD1.5, ``lora_te1_`` and ``lora_te2_`` on SDXL, then the CLIP module path) and stores
 ``lora_down.weight`` (peft's lora_A), ``lora_up.weight`` (lora_B) and ``alpha``; the applied scale is
 alpha / rank, the same as peft's lora_alpha / r, so the numbers carry over unchanged.
 """
@@ -17,21 +18,33 @@ from typing import Any
 # Spellings of the two LoRA matrices in peft, diffusers (old and new) and kohya state dicts.
 _DOWN = re.compile(r"\.(lora_A|lora\.down|lora_down)(\.default)?\.weight$")
 _UP = re.compile(r"\.(lora_B|lora\.up|lora_up)(\.default)?\.weight$")
-_PREFIXES = ("base_model.model.", "unet.")
+_PREFIXES = ("base_model.model.", "unet.", "text_encoder_2.", "text_encoder.")
 
 # ss_base_model_version per family (training/ml/families), which UIs use to sort LoRAs by family.
 BASE_MODEL_VERSIONS = {"sd15": "sd_v1", "sd2": "sd_v2", "sdxl": "sdxl_base_v1-0", "flux": "flux1"}
 
 
-def to_kohya(state_dict: Mapping[str, Any], *, alpha: float) -> dict[str, Any]:
-    """Convert a UNet LoRA state dict (peft or diffusers keys) to kohya keys, adding each layer's alpha."""
+def text_encoder_prefixes(kind: str) -> dict[str, str]:
+    """Kohya key prefix of each text encoder (by pipeline attribute) for a model kind."""
+    if kind == "sdxl":
+        return {"text_encoder": "lora_te1", "text_encoder_2": "lora_te2"}
+    return {"text_encoder": "lora_te"}
+
+
+def to_kohya(state_dict: Mapping[str, Any], *, alpha: float, prefix: str = "lora_unet") -> dict[str, Any]:
+    """Convert a LoRA state dict (peft or diffusers keys) to kohya keys, adding each layer's alpha.
+
+    Conv layers (LoCon) keep their 4-D shapes: lora_down is the k×k conv, lora_up the 1×1 one, as in kohya.
+    """
     # torch builds the alpha scalars.
     import torch
 
     converted: dict[str, Any] = {}
     for key, tensor in state_dict.items():
         module, part = _split(key)
-        name = "lora_unet_" + module.replace(".", "_")
+        if prefix != "lora_unet" and not module.startswith("text_model."):
+            module = "text_model." + module  # transformers 5 dropped CLIPTextModel.text_model; A1111 keys keep it
+        name = f"{prefix}_" + module.replace(".", "_")
         converted[f"{name}.{part}.weight"] = tensor.detach().contiguous()
         converted.setdefault(f"{name}.alpha", torch.tensor(float(alpha), dtype=torch.float32))
     missing = [k[: -len(".alpha")] for k in converted if k.endswith(".alpha") and not _has_pair(converted, k)]
@@ -70,13 +83,23 @@ def kohya_metadata(*, rank: int, alpha: float, kind: str, name: str, base_model:
 
 
 def save_kohya(
-    state_dict: Mapping[str, Any], path: Path, *, alpha: float, metadata: Mapping[str, str] | None = None
+    state_dict: Mapping[str, Any],
+    path: Path,
+    *,
+    alpha: float,
+    metadata: Mapping[str, str] | None = None,
+    text_encoders: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Path:
-    """Write the kohya-format .safetensors atomically (temp file + rename) and return its path."""
+    """Write the kohya-format .safetensors atomically (temp file + rename) and return its path.
+
+    `text_encoders` maps a kohya prefix (lora_te, lora_te1, lora_te2) to that text encoder's LoRA state dict.
+    """
     # safetensors writes the file; imported here so the web process never loads it.
     from safetensors.torch import save_file
 
     tensors = to_kohya(state_dict, alpha=alpha)
+    for prefix, te_state in (text_encoders or {}).items():
+        tensors.update(to_kohya(te_state, alpha=alpha, prefix=prefix))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", suffix=".tmp", dir=path.parent)

@@ -1,6 +1,8 @@
 """LoRA training for SD1.5 and SDXL UNets, after diffusers' train_text_to_image_lora.py.
 
-Only the UNet's attention projections get LoRA layers; the VAE and text encoders stay frozen. The run is
+The UNet layers that get LoRA come from the config's module set (attention, kohya's default set, or that plus
+convolutions); the text encoders can train a LoRA too, with their own learning rate. The VAE stays frozen, and
+unless the text encoders train, latents and text embeddings are cached (latent_cache.py). The run is
 driven by an accelerate Accelerator, so it works on a CPU, a GPU, or several GPUs under `accelerate launch`.
 A run can be cancelled and resumed: calling train_lora again with the same output_dir continues from the
 latest checkpoint exactly as if it had never stopped.
@@ -16,6 +18,7 @@ from typing import Any, Literal
 from . import checkpoints as ckpt
 from .data import BatchPlan, dataset_fingerprint, read_examples
 from .errors import NonFiniteLoss, TrainingCancelled
+from .latent_cache import EncoderCache
 from .train_config import LR_SCHEDULERS, MixedPrecision, TrainCallbacks, TrainConfig, TrainResult
 from .trainer import DIFFUSERS_WEIGHTS, LoadedRun, Trainer
 
@@ -30,11 +33,11 @@ __all__ = [
     "train_lora",
 ]
 
-LORA_TARGETS = ["to_k", "to_q", "to_v", "to_out.0"]
 # UNet families; Flux.1 (a transformer trained with flow matching) generates but does not train here yet.
 TRAINABLE_KINDS = ("sd15", "sd2", "sdxl")
 # Changing any of these between a checkpoint and its resume would silently train a different LoRA.
-RESUME_MUST_MATCH = ("rank", "alpha", "batch_size", "gradient_accumulation", "seed", "resolution", "buckets")
+RESUME_MUST_MATCH = ("rank", "alpha", "batch_size", "gradient_accumulation", "seed", "resolution", "buckets",
+                     "lora_modules", "train_text_encoder", "optimizer")
 
 
 def train_lora(
@@ -77,10 +80,14 @@ def train_lora(
             seed=config.seed,
         )
         state = {"base_model": base_model, "kind": kind, "dataset": fingerprint, "config": config.to_dict()}
+        run.cache = _encoder_cache(config, fingerprint, train_text=bool(run.text_encoders))
         trainer = Trainer(run, plan, config, callbacks, output_dir, state)
+        trainer.name = name
         if resume is not None:
             trainer.restore(resume)
         trainer.train()
+        if run.cache.stats():
+            callbacks.on_log("encoder cache: " + ", ".join(f"{k} {v}" for k, v in run.cache.stats().items()))
         lora_path, kohya_path = trainer.save_outputs(name, base_model)
         return TrainResult(
             output_dir=output_dir,
@@ -94,6 +101,12 @@ def train_lora(
         )
     finally:
         _teardown(run)
+
+
+def _encoder_cache(config: TrainConfig, fingerprint: str, *, train_text: bool) -> EncoderCache:
+    # Keyed by the snapshot and resolution; each entry's own key carries the image, bucket, crop and flip.
+    scope = (fingerprint, config.resolution, config.clip_skip)
+    return EncoderCache(scope=scope, latents=config.cache, texts=config.cache and not train_text)
 
 
 def _check_name(name: str) -> None:
@@ -141,6 +154,7 @@ def _setup(
     from diffusers.training_utils import cast_training_params
     from peft import LoraConfig
 
+    from .optim import build_optimizer, text_encoder_lora_targets, unet_lora_targets
     from .pipelines import load_pipeline, resolve_device
 
     device = resolve_device(device_preference)
@@ -161,20 +175,36 @@ def _setup(
         module.requires_grad_(False)
     unet = pipe.unet
     lora_config = LoraConfig(
-        r=config.rank, lora_alpha=config.alpha, init_lora_weights="gaussian", target_modules=LORA_TARGETS
+        r=config.rank,
+        lora_alpha=config.alpha,
+        init_lora_weights="gaussian",
+        target_modules=unet_lora_targets(unet, config.lora_modules),
     )
+    text_encoders = _text_encoders_to_train(pipe, kind, config)
     # The gaussian init draws from the global RNG; seeding it makes two runs with one seed start alike.
     cuda_devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
     with torch.random.fork_rng(devices=cuda_devices):
         torch.manual_seed(config.seed)
         unet.add_adapter(lora_config)
+        for te in text_encoders.values():
+            te.add_adapter(LoraConfig(r=config.rank, lora_alpha=config.alpha, init_lora_weights="gaussian",
+                                      target_modules=text_encoder_lora_targets(te)))
+    trained = [unet, *text_encoders.values()]
     if mixed != "no":
-        cast_training_params(unet, dtype=torch.float32)  # LoRA weights train in fp32, the frozen base stays half
+        for model in trained:
+            cast_training_params(model, dtype=torch.float32)  # LoRA weights train in fp32, the frozen base stays half
     if config.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
-    unet.train()
+    for model in trained:
+        model.train()
     params = [p for p in unet.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
+    groups = [{"params": params, "lr": config.learning_rate}]
+    te_params = [p for te in text_encoders.values() for p in te.parameters() if p.requires_grad]
+    if te_params:
+        groups.append({"params": te_params, "lr": config.text_encoder_lr or config.learning_rate})
+        params = params + te_params
+    optimizer = build_optimizer(config.optimizer, groups, weight_decay=config.weight_decay,
+                                device=str(accelerator.device))
     scheduler_name = config.lr_scheduler
     if scheduler_name == "constant" and config.lr_warmup_steps:
         scheduler_name = "constant_with_warmup"  # plain "constant" would silently ignore the warmup
@@ -197,7 +227,16 @@ def _setup(
         weight_dtype=weight_dtype,
         kind=kind,
         multiple=max(8, pipe.vae_scale_factor * down),
+        text_encoders=text_encoders,
+        cache=EncoderCache(scope=None, latents=False, texts=False),
     )
+
+
+def _text_encoders_to_train(pipe: Any, kind: str, config: TrainConfig) -> dict[str, Any]:
+    if not config.train_text_encoder:
+        return {}
+    names = ("text_encoder", "text_encoder_2") if kind == "sdxl" else ("text_encoder",)
+    return {n: getattr(pipe, n) for n in names if getattr(pipe, n, None) is not None}
 
 
 def _frozen_modules(pipe: Any) -> list[Any]:
@@ -219,5 +258,7 @@ def _teardown(run: LoadedRun) -> None:
 
     run.accelerator.free_memory()
     run.pipe = run.unet = run.optimizer = None
+    run.text_encoders = {}
+    run.cache = EncoderCache(scope=None, latents=False, texts=False)
     _reset_accelerate()
     free_accelerator_memory()

@@ -9,6 +9,11 @@ from typing import Any, Literal
 
 MixedPrecision = Literal["no", "fp16", "bf16"]
 LR_SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial")
+OPTIMIZERS = ("adamw", "adamw8bit", "adafactor", "prodigy")
+# attention: the attention projections (the diffusers recipe); kohya: kohya sd-scripts' default set (every
+# linear layer of the transformer blocks, proj_in/proj_out included); locon: kohya's set plus the ResNet,
+# down- and upsampler convolutions (LoCon).
+LORA_MODULE_SETS = ("attention", "kohya", "locon")
 
 
 @dataclass
@@ -36,9 +41,21 @@ class TrainConfig:
     lr_warmup_steps: int = 0
     max_grad_norm: float = 1.0
     weight_decay: float = 1e-2
+    optimizer: str = "adamw"
+    lora_modules: str = "attention"
+    train_text_encoder: bool = False
+    text_encoder_lr: float | None = None  # None: the UNet's learning rate
+    min_snr_gamma: float = 0.0  # 0: off; 5 is the usual value
+    noise_offset: float = 0.0
+    trigger_word: str = ""  # put first in every caption that lacks it
+    shuffle_tags: bool = False  # shuffle comma-separated tags after the first keep_tags
+    keep_tags: int = 0
+    clip_skip: int = 1  # kohya's convention: 1 uses the last text-encoder layer, 2 the one before
+    cache: bool = True  # latents and text embeddings computed once per image/caption (see latent_cache.py)
 
     def __post_init__(self) -> None:
         self.sample_prompts = tuple(self.sample_prompts)
+        self.trigger_word = self.trigger_word.strip()
         self.validate()
 
     def validate(self) -> None:
@@ -82,6 +99,27 @@ class TrainConfig:
             (self.lr_warmup_steps >= 0, f"lr_warmup_steps must be 0 or more (got {self.lr_warmup_steps})"),
             (self.max_grad_norm >= 0, f"max_grad_norm must be 0 (off) or more (got {self.max_grad_norm})"),
             (self.weight_decay >= 0, f"weight_decay must be 0 or more (got {self.weight_decay})"),
+            (
+                self.optimizer in OPTIMIZERS,
+                f"optimizer must be one of {', '.join(OPTIMIZERS)} (got {self.optimizer!r})",
+            ),
+            (
+                self.lora_modules in LORA_MODULE_SETS,
+                f"lora_modules must be one of {', '.join(LORA_MODULE_SETS)} (got {self.lora_modules!r})",
+            ),
+            (
+                self.text_encoder_lr is None or self.text_encoder_lr > 0,
+                f"text_encoder_lr must be positive (got {self.text_encoder_lr})",
+            ),
+            (
+                self.optimizer != "prodigy" or self.text_encoder_lr in (None, self.learning_rate),
+                "Prodigy adapts one step size for everything: leave text_encoder_lr empty with the prodigy optimizer",
+            ),
+            (self.min_snr_gamma >= 0, f"min_snr_gamma must be 0 (off) or more (got {self.min_snr_gamma})"),
+            (0 <= self.noise_offset <= 1, f"noise_offset must be between 0 and 1 (got {self.noise_offset})"),
+            (self.keep_tags >= 0, f"keep_tags must be 0 or more (got {self.keep_tags})"),
+            (1 <= self.clip_skip <= 12, f"clip_skip must be between 1 and 12 (got {self.clip_skip})"),
+            ("," not in self.trigger_word, f"trigger_word must not contain a comma (got {self.trigger_word!r})"),
         ]
 
     def to_dict(self) -> dict[str, Any]:

@@ -17,12 +17,15 @@ from pathlib import Path
 from typing import Any
 
 from . import checkpoints as ckpt
-from .data import BatchPlan, Prepared, prepare_example, sample_rng
+from .data import BatchPlan, CaptionOptions, load_pixels, plan_example, sample_rng
 from .errors import NonFiniteLoss, TrainingCancelled
-from .kohya import kohya_metadata, save_kohya
+from .kohya import kohya_metadata, save_kohya, text_encoder_prefixes
+from .latent_cache import EncoderCache
 from .train_config import TrainCallbacks, TrainConfig
 
 DIFFUSERS_WEIGHTS = "pytorch_lora_weights.safetensors"
+# Every checkpoint also holds its kohya-format file, so any kept step can become a LoRA of its own.
+CHECKPOINT_KOHYA = "kohya_lora.safetensors"
 
 
 class _SamplingStopped(Exception):
@@ -43,6 +46,8 @@ class LoadedRun:
     weight_dtype: Any
     kind: str
     multiple: int
+    text_encoders: dict[str, Any]  # pipeline attribute name -> text encoder that trains a LoRA (empty: none)
+    cache: EncoderCache
 
 
 class Trainer:
@@ -64,6 +69,7 @@ class Trainer:
         self.history: list[float] = []
         self.resumed_from: int | None = None
         self.steps_per_second = 0.0
+        self.name = "lora"  # the LoRA's name in kohya metadata
 
     # --- resume ---
 
@@ -85,9 +91,15 @@ class Trainer:
 
         lora = self.run.pipe.lora_state_dict(str(path))[0]
         unet_sd = convert_unet_state_dict_to_peft({k[5:]: v for k, v in lora.items() if k.startswith("unet.")})
-        result = set_peft_model_state_dict(self._unwrapped_unet(), unet_sd, adapter_name="default")
-        if getattr(result, "unexpected_keys", None):
-            raise ValueError(f"Checkpoint {path} does not fit this model: {result.unexpected_keys[:3]}")
+        parts = [(self._unwrapped_unet(), unet_sd)]
+        for attr, te in self.run.text_encoders.items():
+            prefix = f"{attr}."
+            te_sd = {k[len(prefix):]: v for k, v in lora.items() if k.startswith(prefix)}
+            parts.append((self.run.accelerator.unwrap_model(te), convert_unet_state_dict_to_peft(te_sd)))
+        for model, state_dict in parts:
+            result = set_peft_model_state_dict(model, state_dict, adapter_name="default")
+            if getattr(result, "unexpected_keys", None):
+                raise ValueError(f"Checkpoint {path} does not fit this model: {result.unexpected_keys[:3]}")
 
     # --- the loop ---
 
@@ -146,27 +158,45 @@ class Trainer:
         run, cfg = self.run, self.config
         device = run.accelerator.device
         _, indices = self.plan.batch_at(position)
-        items = [
-            prepare_example(
-                self.plan.examples[index],
+        captions = CaptionOptions(cfg.trigger_word, cfg.shuffle_tags, cfg.keep_tags)
+        examples = [self.plan.examples[index] for index in indices]
+        layouts = [
+            plan_example(
+                example,
                 rng=sample_rng(cfg.seed, position, slot),
                 center_crop=cfg.center_crop,
                 random_flip=cfg.random_flip,
                 caption_dropout=cfg.caption_dropout,
+                captions=captions,
             )
-            for slot, index in enumerate(indices)
+            for slot, example in enumerate(examples)
         ]
         # One generator per micro-batch, seeded by its position: resuming replays the same noise.
         generator = torch.Generator().manual_seed((cfg.seed * 1_000_003 + position) % (2**63))
         vae = run.pipe.vae
-        pixels = torch.stack([item.pixels for item in items]).to(device, dtype=vae.dtype)
+
+        def encode(which: list[int]) -> tuple[Any, Any]:
+            pixels = torch.stack([load_pixels(examples[i], layouts[i]) for i in which]).to(device, dtype=vae.dtype)
+            dist = vae.encode(pixels).latent_dist
+            return dist.mean, dist.std
+
+        keys = [
+            (str(e.path), e.bucket, lay.resized, lay.top, lay.left, lay.flip)
+            for e, lay in zip(examples, layouts, strict=True)
+        ]
         with torch.no_grad():
-            latents = vae.encode(pixels).latent_dist.sample(generator=generator)
-            latents = (latents * vae.config.scaling_factor).to(run.weight_dtype)
-            text, added = self._encode_text(items)
+            mean, std = run.cache.latent_params(keys, encode)
+            # The same draw diffusers' DiagonalGaussianDistribution.sample makes, so cached == live.
+            eps = torch.randn(mean.shape, generator=generator, dtype=mean.dtype).to(mean.device)
+            latents = ((mean + std * eps) * vae.config.scaling_factor).to(run.weight_dtype)
+        text, added = self._encode_text([lay.caption for lay in layouts], examples, layouts)
         noise = torch.randn(latents.shape, generator=generator).to(device, latents.dtype)
         num_train = run.noise_scheduler.config.num_train_timesteps
         timesteps = torch.randint(0, num_train, (latents.shape[0],), generator=generator).to(device)
+        if cfg.noise_offset:
+            # Offset noise (Guttenberg 2023): a per-channel constant lets the model learn very dark or bright images.
+            offset = torch.randn((latents.shape[0], latents.shape[1], 1, 1), generator=generator)
+            noise = noise + cfg.noise_offset * offset.to(device, latents.dtype)
         noisy = run.noise_scheduler.add_noise(latents, noise, timesteps)
         prediction_type = run.noise_scheduler.config.prediction_type
         if prediction_type == "epsilon":
@@ -176,49 +206,102 @@ class Trainer:
         else:
             raise ValueError(f"Unsupported prediction type {prediction_type!r} in the base model's scheduler.")
         pred = run.unet(noisy, timesteps, text, added_cond_kwargs=added, return_dict=False)[0]
-        return F.mse_loss(pred.float(), target.float(), reduction="mean")
+        if not cfg.min_snr_gamma:
+            return F.mse_loss(pred.float(), target.float(), reduction="mean")
+        from .optim import min_snr_weights
 
-    def _encode_text(self, items: list[Prepared]) -> tuple[Any, dict[str, Any] | None]:
+        per_sample = F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
+        weights = min_snr_weights(run.noise_scheduler, timesteps, cfg.min_snr_gamma, prediction_type)
+        return (per_sample * weights).mean()
+
+    def _encode_text(self, captions: list[str], examples: list[Any], layouts: list[Any]) -> tuple[Any, Any]:
         import torch
 
-        run = self.run
-        captions = [item.caption for item in items]
+        run, cfg = self.run, self.config
         device = run.accelerator.device
-        if run.kind != "sdxl":  # SD1.x and SD2.x: one text encoder, no size conditioning
-            embeds, _ = run.pipe.encode_prompt(captions, device, 1, False)
-            return embeds, None
-        embeds, _, pooled, _ = run.pipe.encode_prompt(
-            prompt=captions, device=device, num_images_per_prompt=1, do_classifier_free_guidance=False
-        )
+        # encode_prompt counts skipped layers from the last one; kohya's clip_skip 1 means none skipped.
+        clip_skip = cfg.clip_skip - 1 or None
+        training = bool(run.text_encoders)
+
+        def encode(texts: list[str]) -> tuple[Any, ...]:
+            with torch.set_grad_enabled(training):
+                if run.kind != "sdxl":  # SD1.x and SD2.x: one text encoder, no size conditioning
+                    if clip_skip:
+                        return (_sd15_skipped_embeds(run.pipe, texts, device, clip_skip),)
+                    return (run.pipe.encode_prompt(texts, device, 1, False)[0],)
+                embeds, _, pooled, _ = run.pipe.encode_prompt(
+                    prompt=texts, device=device, num_images_per_prompt=1, do_classifier_free_guidance=False,
+                    clip_skip=clip_skip,
+                )
+                return embeds, pooled
+
+        outputs = run.cache.text(captions, encode)
+        if run.kind != "sdxl":
+            return outputs[0], None
+        embeds, pooled = outputs
         # SDXL also conditions on the original size, the crop's corner and the target size.
         time_ids = torch.tensor(
-            [[*it.original_size, *it.crop_top_left, it.pixels.shape[1], it.pixels.shape[2]] for it in items],
+            [
+                [e.original_size[1], e.original_size[0], *self._crop_corner(e, lay), e.bucket[1], e.bucket[0]]
+                for e, lay in zip(examples, layouts, strict=True)
+            ],
             device=device,
             dtype=embeds.dtype,
         )
         return embeds, {"text_embeds": pooled, "time_ids": time_ids}
+
+    @staticmethod
+    def _crop_corner(example: Any, layout: Any) -> tuple[int, int]:
+        left = layout.resized[0] - example.bucket[0] - layout.left if layout.flip else layout.left
+        return layout.top, left
 
     # --- writing ---
 
     def _unwrapped_unet(self) -> Any:
         return self.run.accelerator.unwrap_model(self.run.unet)
 
-    def _lora_layers(self) -> tuple[dict[str, Any], dict[str, Any]]:
-        """(peft state dict, the same converted to diffusers keys)."""
-        from diffusers.utils import convert_state_dict_to_diffusers
+    def _lora_layers(self) -> dict[str, Any]:
+        """The UNet's LoRA state dict in peft keys (lora_A/lora_B), which diffusers' loader reads as they are.
+
+        diffusers' convert_state_dict_to_diffusers renames attention layers only (to lora.down/up), and its
+        loader then drops them when a file mixes both spellings (LoCon), so the peft keys are written unchanged.
+        """
         from peft.utils import get_peft_model_state_dict
 
-        peft_sd = get_peft_model_state_dict(self._unwrapped_unet())
-        return peft_sd, convert_state_dict_to_diffusers(peft_sd)
+        return get_peft_model_state_dict(self._unwrapped_unet())
+
+    def _text_encoder_layers(self) -> dict[str, dict[str, Any]]:
+        """{pipeline attribute: peft state dict} of each text encoder that trains a LoRA."""
+        from peft.utils import get_peft_model_state_dict
+
+        return {
+            attr: get_peft_model_state_dict(self.run.accelerator.unwrap_model(te))
+            for attr, te in self.run.text_encoders.items()
+        }
 
     def _write_diffusers_lora(self, folder: Path) -> Path:
-        _, layers = self._lora_layers()
-        lora_config = self._unwrapped_unet().peft_config["default"].to_dict()
+        layers = self._lora_layers()
         # The adapter config travels in the file header so loaders rebuild alpha != rank correctly.
-        type(self.run.pipe).save_lora_weights(
-            str(folder), unet_lora_layers=layers, safe_serialization=True, unet_lora_adapter_metadata=lora_config
-        )
+        kwargs: dict[str, Any] = {
+            "unet_lora_layers": layers,
+            "unet_lora_adapter_metadata": self._unwrapped_unet().peft_config["default"].to_dict(),
+        }
+        for attr, peft_sd in self._text_encoder_layers().items():
+            te = self.run.accelerator.unwrap_model(self.run.text_encoders[attr])
+            kwargs[f"{attr}_lora_layers"] = peft_sd
+            kwargs[f"{attr}_lora_adapter_metadata"] = te.peft_config["default"].to_dict()
+        type(self.run.pipe).save_lora_weights(str(folder), safe_serialization=True, **kwargs)
         return folder / DIFFUSERS_WEIGHTS
+
+    def _write_kohya(self, path: Path, name: str, base_model: str) -> None:
+        cfg = self.config
+        meta = kohya_metadata(rank=cfg.rank, alpha=cfg.alpha, kind=self.run.kind, name=name, base_model=base_model)
+        meta["ss_steps"] = str(self.step)
+        meta["ss_text_encoder_lr"] = str(cfg.text_encoder_lr or cfg.learning_rate) if self.run.text_encoders else ""
+        meta["ss_network_args"] = f'{{"module_set": "{cfg.lora_modules}"}}'
+        prefixes = text_encoder_prefixes(self.run.kind)
+        text_encoders = {prefixes[attr]: sd for attr, sd in self._text_encoder_layers().items()}
+        save_kohya(self._lora_layers(), path, alpha=cfg.alpha, metadata=meta, text_encoders=text_encoders)
 
     def save_checkpoint(self) -> Path:
         import torch
@@ -231,6 +314,8 @@ class Trainer:
 
         def write(folder: Path) -> None:
             self._write_diffusers_lora(folder)
+            base = self.state.get("base_model", "")
+            self._write_kohya(folder / CHECKPOINT_KOHYA, f"{self.name}-step{self.step}", base)
             torch.save(self.run.optimizer.state_dict(), folder / "optimizer.pt")
             torch.save(self.run.lr_scheduler.state_dict(), folder / "scheduler.pt")
             torch.save(tensor_rng, folder / "rng.pt")
@@ -298,10 +383,19 @@ class Trainer:
             os.replace(self._write_diffusers_lora(tmp), final)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-        peft_sd, _ = self._lora_layers()
-        cfg = self.config
-        meta = kohya_metadata(rank=cfg.rank, alpha=cfg.alpha, kind=self.run.kind, name=name, base_model=base_model)
-        meta["ss_steps"] = str(self.step)
-        save_kohya(peft_sd, kohya_path, alpha=cfg.alpha, metadata=meta)
+        self._write_kohya(kohya_path, name, base_model)
         self.callbacks.on_log(f"saved {final.name} and {kohya_path.name}")
         return final, kohya_path
+
+
+def _sd15_skipped_embeds(pipe: Any, texts: list[str], device: Any, clip_skip: int) -> Any:
+    """SD1.5 prompt embeddings from an earlier CLIP layer, through the final layer norm as A1111 does.
+
+    diffusers' own clip_skip path reaches for `text_encoder.text_model`, which transformers 5 no longer has.
+    """
+    tokenizer, encoder = pipe.tokenizer, pipe.text_encoder
+    ids = tokenizer(texts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                    return_tensors="pt").input_ids.to(device)
+    hidden = encoder(ids, output_hidden_states=True).hidden_states[-(clip_skip + 1)]
+    norm = getattr(encoder, "text_model", encoder).final_layer_norm
+    return norm(hidden).to(dtype=encoder.dtype)

@@ -12,7 +12,7 @@ from ..basemodels import (
     detect_native_resolution,
     in_models_dir,
 )
-from ..models import BaseModel, LoraModel, TrainingRun
+from ..models import BaseModel, EvaluationGrid, LoraModel, TrainingRun
 
 
 class BaseModelForm(forms.ModelForm):
@@ -92,10 +92,18 @@ class LoraModelAdmin(admin.ModelAdmin):
     list_display = ("name", "friendly_name", "owner", "base_model", "default_weight", "is_public", "created_at")
     list_filter = ("is_public", "base_model")
     search_fields = ("name", "friendly_name", "owner__username", "trigger_words")
-    raw_id_fields = ("owner", "training_run")
+    raw_id_fields = ("owner", "training_run", "checkpoint_of")
     # The files are what the run's job wrote; an editable path would let the download serve any file on the
     # server (the views only serve files inside the run's folder, but the admin must not offer the choice).
     readonly_fields = ("diffusers_file", "kohya_file")
 
     def has_add_permission(self, request):
         return False  # a LoRA comes from a finished training run, which registers its files
+
+
+@admin.register(EvaluationGrid)
+class EvaluationGridAdmin(admin.ModelAdmin):
+    list_display = ("title", "owner", "run", "base_model", "status", "created_at")
+    list_filter = ("status",)
+    raw_id_fields = ("owner", "run")
+    readonly_fields = ("columns", "prompts", "cells", "grid_file", "status", "progress", "message", "error")

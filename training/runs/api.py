@@ -19,7 +19,16 @@ from imagineer.quotas import QuotaExceeded
 
 from ..models import BaseModel, LoraModel, TrainingRun
 from . import selectors, services
-from .params import MAX_EPOCHS, MAX_SAMPLE_PROMPT, PARAMS, RunInputError
+from .params import (
+    MAX_EPOCHS,
+    MAX_SAMPLE_PROMPT,
+    MAX_TRIGGER_WORD,
+    MODULE_SET_CHOICES,
+    OPTIMIZER_CHOICES,
+    PARAMS,
+    SCHEDULER_CHOICES,
+    RunInputError,
+)
 
 router = Router(tags=["training"])
 
@@ -56,6 +65,24 @@ class RunIn(Schema):
     checkpoint_every: int | None = Field(None, **_bounds("checkpoint_every"))
     sample_every: int | None = Field(None, **_bounds("sample_every"))
     sample_prompt: str | None = Field(None, max_length=MAX_SAMPLE_PROMPT)
+    optimizer: Literal[tuple(v for v, _ in OPTIMIZER_CHOICES)] | None = Field(  # type: ignore[valid-type]
+        None, description=PARAMS["optimizer"].help)
+    lr_scheduler: Literal[tuple(v for v, _ in SCHEDULER_CHOICES)] | None = None  # type: ignore[valid-type]
+    lr_warmup_steps: int | None = Field(None, **_bounds("lr_warmup_steps"))
+    gradient_accumulation: int | None = Field(None, **_bounds("gradient_accumulation"))
+    max_grad_norm: float | None = Field(None, **_bounds("max_grad_norm"))
+    weight_decay: float | None = Field(None, **_bounds("weight_decay"))
+    min_snr_gamma: float | None = Field(None, **_bounds("min_snr_gamma"))
+    noise_offset: float | None = Field(None, **_bounds("noise_offset"))
+    lora_modules: Literal[tuple(v for v, _ in MODULE_SET_CHOICES)] | None = Field(  # type: ignore[valid-type]
+        None, description="attention, kohya (attention + feed-forward + proj_in/out) or locon (+ convolutions).")
+    train_text_encoder: bool | None = None
+    text_encoder_lr: float | None = Field(None, **_bounds("text_encoder_lr"))
+    trigger_word: str | None = Field(None, max_length=MAX_TRIGGER_WORD)
+    shuffle_tags: bool | None = None
+    keep_tags: int | None = Field(None, **_bounds("keep_tags"))
+    clip_skip: int | None = Field(None, **_bounds("clip_skip"))
+    cache: bool | None = Field(None, description=PARAMS["cache"].help)
 
 
 class LoraRef(Schema):
@@ -91,6 +118,7 @@ class RunOut(Schema):
     resolution: int
     seed: int
     mixed_precision: str
+    options: dict = Field(description="Optimizer, scheduler, LoRA layers, text encoder, caption and loss options.")
     lora: LoraRef | None
     created_at: datetime
     started_at: datetime | None

@@ -3,7 +3,7 @@ from __future__ import annotations
 from django import forms
 
 from ..models import BaseModel
-from .params import MAX_EPOCHS, MAX_SAMPLE_PROMPT, PARAMS, PRESET_LABELS, PRESETS, RunInputError
+from .params import MAX_EPOCHS, MAX_SAMPLE_PROMPT, OPTION_NAMES, PARAMS, PRESET_LABELS, PRESETS, RunInputError
 
 # A model this small (the tiny test model, 64 px) is for trying the whole loop out, not for learning a
 # style, so it starts from the quick preset: 300 steps at 64 px plus three samples measured about 95 s of
@@ -25,6 +25,8 @@ def _field(name: str) -> forms.Field:
         return forms.BooleanField(initial=param.default, **common)
     if name == "mixed_precision":
         return forms.ChoiceField(choices=MIXED_CHOICES, initial=param.default, **common)
+    if param.choices:
+        return forms.ChoiceField(choices=param.choices, initial=param.default, **common)
     if param.kind is str:
         return forms.CharField(max_length=MAX_SAMPLE_PROMPT, initial=param.default, **common)
     bounds = {}
@@ -52,7 +54,7 @@ class RunForm(forms.Form):
 
     advanced = ("steps", "batch_size", "learning_rate", "rank", "alpha", "resolution", "seed", "mixed_precision",
                 "gradient_checkpointing", "caption_dropout", "center_crop", "random_flip", "checkpoint_every",
-                "sample_every", "sample_prompt")
+                "sample_every", "sample_prompt", *OPTION_NAMES)
 
     def __init__(self, *args, albums=(), base_models=None, user=None, sample_prompts=None, **kwargs):
         """`sample_prompts` ({album id: prompt}) prefills the sample prompt for the album chosen up front."""
@@ -92,7 +94,8 @@ class RunForm(forms.Form):
         count = f"{album.image_count} image{'s' if album.image_count != 1 else ''}"
         # Staff see everyone's albums: say whose an album is when it is not theirs.
         whose = f"{album.owner.get_username()}: " if user is not None and album.owner_id != user.pk else ""
-        return f"{whose}{album.name} ({count})"
+        source = " · training source" if getattr(album, "is_training_source", False) else ""
+        return f"{whose}{album.name} ({count}{source})"
 
     def params(self) -> dict:
         data = {name: self.cleaned_data.get(name) for name in self.advanced}

@@ -9,7 +9,8 @@ from __future__ import annotations
 from imagineer import fairqueue
 from imagineer.jobs import run_job
 
-from ..models import TrainingRun
+from ..models import EvaluationGrid, TrainingRun
+from .evaluation import evaluation_run
 from .services.train import run_train
 
 
@@ -30,3 +31,8 @@ def run_training(run_id: int) -> str | None:
         return None
     # The claim marked the row running for this task; run_job takes it over as this task's.
     return run_job(TrainingRun, run.pk, run_train, task_id=current.id)
+
+
+def run_evaluation(grid_id: int) -> str | None:
+    """RQ entry point (queue `generate`): make one evaluation grid (training.runs.evaluation)."""
+    return run_job(EvaluationGrid, grid_id, evaluation_run)

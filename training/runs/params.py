@@ -31,10 +31,20 @@ class Param:
     maximum: float | None = None
     help: str = ""
     exclusive_minimum: bool = False
+    choices: tuple[tuple[str, str], ...] = ()  # (value, label) for a pick-one text parameter
 
 
 MIXED_PRECISION = ("no", "fp16", "bf16")
 MAX_SAMPLE_PROMPT = 500
+MAX_TRIGGER_WORD = 100
+
+OPTIMIZER_CHOICES = (("adamw", "AdamW"), ("adamw8bit", "AdamW 8-bit (CUDA + bitsandbytes)"),
+                     ("adafactor", "Adafactor"), ("prodigy", "Prodigy (set the learning rate to 1)"))
+SCHEDULER_CHOICES = tuple((s, s.replace("_", " ").capitalize()) for s in (
+    "constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial"))
+MODULE_SET_CHOICES = (("attention", "Attention only"),
+                      ("kohya", "kohya default (attention, feed-forward, proj_in/out)"),
+                      ("locon", "kohya default + convolutions (LoCon)"))
 
 PARAMS: dict[str, Param] = {p.name: p for p in [
     Param("steps", int, 500, "Steps", 1, 100_000, "Optimizer steps (or give epochs instead)."),
@@ -55,22 +65,61 @@ PARAMS: dict[str, Param] = {p.name: p for p in [
     Param("sample_every", int, 0, "Sample every", 0, 100_000, "Steps between sample images (0: none)."),
     Param("sample_prompt", str, "", "Sample prompt",
           help="Prompt for the sample images. Empty: the caption of the dataset's first image."),
+    # The options below are stored together in TrainingRun.options (OPTION_NAMES).
+    Param("optimizer", str, "adamw", "Optimizer", choices=OPTIMIZER_CHOICES,
+          help="AdamW 8-bit needs a CUDA worker with bitsandbytes; Prodigy finds its own step size (learning rate 1)."),
+    Param("lr_scheduler", str, "constant", "LR scheduler", choices=SCHEDULER_CHOICES),
+    Param("lr_warmup_steps", int, 0, "Warmup steps", 0, 100_000, "Steps the learning rate ramps up from 0."),
+    Param("gradient_accumulation", int, 1, "Gradient accumulation", 1, 64,
+          "Batches added up per optimizer step: a bigger effective batch for the same memory."),
+    Param("max_grad_norm", float, 1.0, "Max grad norm", 0, 1000, "Gradient clipping (0: off)."),
+    Param("weight_decay", float, 1e-2, "Weight decay", 0, 1),
+    Param("min_snr_gamma", float, 0.0, "Min-SNR gamma", 0, 100,
+          "Min-SNR loss weighting (0: off; 5 is usual): steadier training, faster convergence."),
+    Param("noise_offset", float, 0.0, "Noise offset", 0, 1,
+          "Lets the LoRA learn very dark or bright images (0: off; 0.05–0.1 is usual)."),
+    Param("lora_modules", str, "attention", "LoRA layers", choices=MODULE_SET_CHOICES,
+          help="Which layers get LoRA; every choice exports a kohya file A1111 and ComfyUI load."),
+    Param("train_text_encoder", bool, False, "Train the text encoder",
+          help="Also a LoRA on the text encoder(s); slower, and text embeddings cannot be cached."),
+    Param("text_encoder_lr", float, None, "Text encoder LR", 0, 1,
+          "Learning rate of the text-encoder LoRA. Empty: the learning rate.", exclusive_minimum=True),
+    Param("trigger_word", str, "", "Trigger word",
+          help="Put first in every caption that lacks it; use it in prompts to call up the LoRA."),
+    Param("shuffle_tags", bool, False, "Shuffle tags", help="Shuffle comma-separated caption tags every step."),
+    Param("keep_tags", int, 0, "Keep first tags", 0, 100, "Tags at the start of a caption that shuffling keeps."),
+    Param("clip_skip", int, 1, "Clip skip", 1, 12, "2: condition on the text encoder's second-last layer (SD1.5 "
+          "anime models)."),
+    Param("cache", bool, True, "Cache latents",
+          help="Run the VAE and text encoder once per image and caption instead of every step (faster)."),
 ]}
+
+# Parameters kept in TrainingRun.options rather than in columns of their own.
+OPTION_NAMES = ("optimizer", "lr_scheduler", "lr_warmup_steps", "gradient_accumulation", "max_grad_norm",
+                "weight_decay", "min_snr_gamma", "noise_offset", "lora_modules", "train_text_encoder",
+                "text_encoder_lr", "trigger_word", "shuffle_tags", "keep_tags", "clip_skip", "cache")
 
 MAX_EPOCHS = 1000
 
 # Presets fill the fields on the create page; every value can still be edited before starting. Each one
 # samples a few times along the way, so the run page shows what the LoRA is learning.
+_PLAIN = {"optimizer": "adamw", "lr_scheduler": "constant", "lr_warmup_steps": 0, "lora_modules": "attention",
+          "min_snr_gamma": 0.0, "noise_offset": 0.0}
 PRESETS: dict[str, dict[str, Any]] = {
     "quick": {"steps": 300, "batch_size": 1, "learning_rate": 2e-4, "rank": 8, "alpha": 8.0,
-              "checkpoint_every": 100, "sample_every": 100},
+              "checkpoint_every": 100, "sample_every": 100, **_PLAIN},
     "standard": {"steps": 1000, "batch_size": 2, "learning_rate": 1e-4, "rank": 16, "alpha": 16.0,
-                 "checkpoint_every": 200, "sample_every": 250},
+                 "checkpoint_every": 200, "sample_every": 250, **_PLAIN},
     "strong": {"steps": 3000, "batch_size": 2, "learning_rate": 1e-4, "rank": 32, "alpha": 16.0,
-               "checkpoint_every": 250, "sample_every": 500},
+               "checkpoint_every": 250, "sample_every": 500, **_PLAIN},
+    # What kohya_ss users reach for: kohya's layer set, min-SNR 5, a little offset noise, cosine with warmup.
+    "kohya": {"steps": 1500, "batch_size": 2, "learning_rate": 1e-4, "rank": 16, "alpha": 8.0,
+              "checkpoint_every": 250, "sample_every": 250, "optimizer": "adamw", "lr_scheduler": "cosine",
+              "lr_warmup_steps": 100, "lora_modules": "kohya", "min_snr_gamma": 5.0, "noise_offset": 0.05},
 }
 PRESET_LABELS = {"quick": "Quick (300 steps, rank 8)", "standard": "Standard (1000 steps, rank 16)",
-                 "strong": "Strong (3000 steps, rank 32)"}
+                 "strong": "Strong (3000 steps, rank 32)",
+                 "kohya": "kohya-style (1500 steps, kohya layers, min-SNR 5, cosine)"}
 
 
 def default_resolution(kind: str) -> int:
@@ -143,7 +192,8 @@ def clean_params(raw: Mapping[str, Any], *, kind: str = "sd15", image_count: int
     cleaned: dict[str, Any] = {}
     for name, param in PARAMS.items():
         value = raw.get(name)
-        if value is None or (isinstance(value, str) and value.strip() == "" and param.kind is not str):
+        blank = isinstance(value, str) and value.strip() == "" and (param.kind is not str or bool(param.choices))
+        if value is None or blank:
             if name == "resolution":
                 value = native_resolution or default_resolution(kind)
             elif name == "alpha":
@@ -152,6 +202,9 @@ def clean_params(raw: Mapping[str, Any], *, kind: str = "sd15", image_count: int
                 value = _family_default(kind, name, param.default)
             else:
                 value = param.default
+            if value is None:
+                cleaned[name] = None  # an optional value left empty (text_encoder_lr: the learning rate)
+                continue
         try:
             value = _coerce(param, value)
         except ValueError as exc:
@@ -166,6 +219,21 @@ def clean_params(raw: Mapping[str, Any], *, kind: str = "sd15", image_count: int
         errors.setdefault("resolution", []).append("Resolution must be a multiple of 8.")
     if "mixed_precision" in cleaned and cleaned["mixed_precision"] not in MIXED_PRECISION:
         errors.setdefault("mixed_precision", []).append("Mixed precision must be no, fp16 or bf16.")
+    for name, param in PARAMS.items():
+        if param.choices and name in cleaned and cleaned[name] not in dict(param.choices):
+            allowed = ", ".join(value for value, _ in param.choices)
+            errors.setdefault(name, []).append(f"{param.label} must be one of {allowed} (got {cleaned[name]!r}).")
+    if cleaned.get("optimizer") == "prodigy" and cleaned.get("text_encoder_lr") not in (None, cleaned.get(
+            "learning_rate")):
+        errors.setdefault("text_encoder_lr", []).append(
+            "Prodigy adapts one step size for everything: leave the text encoder LR empty.")
+    trigger = cleaned.get("trigger_word", "")
+    if "," in trigger or len(trigger) > MAX_TRIGGER_WORD:
+        errors.setdefault("trigger_word", []).append(
+            f"The trigger word is one tag: no commas, at most {MAX_TRIGGER_WORD} characters.")
+    if cleaned.get("clip_skip", 1) > 1 and kind == "sdxl":
+        errors.setdefault("clip_skip", []).append("Clip skip is for SD1.5 models; SDXL already uses the "
+                                                  "second-last layer. Leave it at 1.")
     prompt = cleaned.get("sample_prompt", "")
     if not prompt and cleaned.get("sample_every") and default_sample_prompt.strip():
         prompt = cleaned["sample_prompt"] = default_sample_prompt.strip()[:MAX_SAMPLE_PROMPT]

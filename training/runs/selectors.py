@@ -21,9 +21,9 @@ _LOG_TAIL_BYTES = 64 * 1024
 
 def albums_for_training(user):
     """Albums a user may train on, with the count of images they may see (what a snapshot would take):
-    their own; staff may use anyone's."""
+    their own; staff may use anyone's. Albums flagged as a training source come first."""
     qs = Album.objects.all() if user.is_staff else Album.objects.filter(owner=user)
-    return qs.with_counts(user).select_related("owner").order_by("owner__username", "name")
+    return qs.with_counts(user).select_related("owner").order_by("-is_training_source", "owner__username", "name")
 
 
 def runs_visible_to(user):

@@ -24,6 +24,7 @@ from imagineer.quotas import QuotaExceeded
 
 from ..models import LoraModel, TrainingRun
 from . import estimates, selectors, services
+from .dataset_check import check_run, check_snapshot
 from .forms import LoraEditForm, RunForm, suggested_preset_for
 from .params import PRESETS, RunInputError
 
@@ -83,14 +84,14 @@ def run_create(request: HttpRequest) -> HttpResponse:
 
 def _render_create(request: HttpRequest, form: RunForm, status: int = 200) -> HttpResponse:
     context = {"form": form, "presets": PRESETS, "has_albums": bool(form.album_rows),
-               "has_models": selectors.base_models().exists(), **_estimate_context(form),
+               "has_models": selectors.base_models().exists(), **_estimate_context(form, request.user),
                "form_defaults": {"models": {name: {"size": size, "preset": suggested_preset_for(size)}
                                             for name, size in form.model_sizes.items()},
                                  "prompts": {str(pk): prompt for pk, prompt in form.sample_prompts.items()}}}
     return render(request, "training/runs/create.html", context, status=status)
 
 
-def _estimate_context(form: RunForm) -> dict:
+def _estimate_context(form: RunForm, user=None) -> dict:
     """The expected duration of the run the form describes now (its data, else its initial values); any
     value that is not a number yet just leaves the estimate out."""
     def number(name: str) -> int | None:
@@ -112,7 +113,24 @@ def _estimate_context(form: RunForm) -> dict:
         steps = math.ceil(epochs * images / batch_size) if images else steps
     result = estimates.estimate(base_model=model, resolution=resolution, steps=steps, batch_size=batch_size)
     return {"estimate": result, "estimate_model": model, "estimate_resolution": resolution,
-            "estimate_batch_size": batch_size}
+            "estimate_batch_size": batch_size,
+            "dataset_warnings": _form_dataset_warnings(
+                form, user, resolution=resolution, steps=steps, batch_size=batch_size,
+                accumulation=number("gradient_accumulation"))}
+
+
+def _form_dataset_warnings(form: RunForm, user, *, resolution, steps, batch_size, accumulation) -> list:
+    """The dataset check of the albums the form has chosen, with its settings (warnings, never blocks)."""
+    if user is None:
+        return []
+    chosen = {str(pk) for pk in (form["albums"].value() or [])}
+    albums = [a for a in form.album_rows if str(a.pk) in chosen]
+    if not albums or not resolution or not steps:
+        return []
+    snapshot = services.dataset_snapshot(user=user, albums=albums)
+    trigger = form["trigger_word"].value() or ""
+    return check_snapshot(snapshot, resolution=resolution, steps=steps, batch_size=batch_size or 1,
+                          gradient_accumulation=accumulation or 1, trigger_word=str(trigger))
 
 
 @login_required
@@ -120,7 +138,7 @@ def _estimate_context(form: RunForm) -> dict:
 def run_estimate(request: HttpRequest) -> HttpResponse:
     """The create page's duration line for the settings it sends (htmx, whenever a field changes)."""
     form = _run_form(request, request.GET, with_prompts=False)
-    return render(request, "training/runs/_estimate.html", _estimate_context(form))
+    return render(request, "training/runs/_estimate.html", _estimate_context(form, request.user))
 
 
 def _status_context(run: TrainingRun) -> dict:
@@ -151,6 +169,10 @@ def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
 
     context["provenance"] = snapshot_summary(run.dataset or [])
     context["provenance_warning"] = snapshot_warning(context["provenance"])
+    context["dataset_warnings"] = check_run(run)
+    registered = {lora.checkpoint_step: lora for lora in run.checkpoint_loras.all()}
+    context["checkpoints"] = [(step, registered.get(step)) for step in services.stored_checkpoints(run)]
+    context["grids"] = list(run.grids.all()[:20])
     return render(request, "training/runs/detail.html", context)
 
 

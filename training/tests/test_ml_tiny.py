@@ -60,6 +60,8 @@ def test_importing_the_ml_package_does_not_import_torch():
                 "kohya",
                 "checkpoints",
                 "tiny",
+                "optim",
+                "latent_cache",
             )
         ),
     ]

@@ -9,7 +9,13 @@ from imagineer.jobs import QueueUnavailable
 from imagineer.models import JobStatus
 from imagineer.quotas import QuotaExceeded
 from training.models import BaseModel, LoraModel, TrainingRun
-from training.runs.params import RunInputError
+from training.runs.params import (
+    MODULE_SET_CHOICES,
+    OPTIMIZER_CHOICES,
+    OPTION_NAMES,
+    SCHEDULER_CHOICES,
+    RunInputError,
+)
 from training.runs.services import run_create
 
 
@@ -37,6 +43,26 @@ class Command(BaseCommand):
         parser.add_argument("--seed", type=int)
         parser.add_argument("--mixed-precision", choices=["no", "fp16", "bf16"])
         parser.add_argument("--checkpoint-every", type=int)
+        opts = parser.add_argument_group("trainer options (see the Advanced section of the new-run page)")
+        opts.add_argument("--optimizer", choices=[v for v, _ in OPTIMIZER_CHOICES],
+                          help="adamw8bit needs a CUDA worker with bitsandbytes; prodigy wants --lr 1.")
+        opts.add_argument("--lr-scheduler", choices=[v for v, _ in SCHEDULER_CHOICES])
+        opts.add_argument("--warmup-steps", dest="lr_warmup_steps", type=int)
+        opts.add_argument("--gradient-accumulation", type=int)
+        opts.add_argument("--max-grad-norm", type=float, help="0: no clipping.")
+        opts.add_argument("--weight-decay", type=float)
+        opts.add_argument("--min-snr-gamma", type=float, help="Min-SNR loss weighting; 0: off, 5 is usual.")
+        opts.add_argument("--noise-offset", type=float)
+        opts.add_argument("--lora-modules", choices=[v for v, _ in MODULE_SET_CHOICES],
+                          help="attention; kohya (attention, feed-forward, proj_in/out); locon (kohya + convs).")
+        opts.add_argument("--train-text-encoder", action="store_true", default=None)
+        opts.add_argument("--text-encoder-lr", type=float, help="Default: the learning rate.")
+        opts.add_argument("--trigger-word", help="Put first in every caption that lacks it.")
+        opts.add_argument("--shuffle-tags", action="store_true", default=None)
+        opts.add_argument("--keep-tags", type=int, help="Tags at the start of a caption that shuffling keeps.")
+        opts.add_argument("--clip-skip", type=int, help="2: the text encoder's second-last layer (SD1.5).")
+        opts.add_argument("--no-cache", dest="cache", action="store_false", default=None,
+                          help="Run the VAE and text encoder every step instead of caching their outputs.")
         add_run_mode_arguments(parser)
 
     def handle(self, *args, **options):
@@ -54,7 +80,8 @@ class Command(BaseCommand):
         if not options["base_model"] and BaseModel.default() is None:
             call_command("build_tiny_model", if_missing=True, stdout=self.stdout)
         params = {key: options[key] for key in ("steps", "epochs", "batch_size", "learning_rate", "rank", "alpha",
-                                                "resolution", "seed", "mixed_precision", "checkpoint_every")}
+                                                "resolution", "seed", "mixed_precision", "checkpoint_every",
+                                                *OPTION_NAMES)}
         try:
             run = run_create(owner=owner, album_ids=[a.pk for a in albums], params=params, name=options["name"],
                              base_model=options["base_model"], enqueue=not options["inline"])

@@ -24,7 +24,7 @@ from labeling.selectors import album_training_captions
 
 from ...models import BaseModel, LoraModel, ModelKind, TrainingRun, TrainingStage
 from ..artifacts import checkpoint_prefix, stored_checkpoints
-from ..params import RunInputError, clean_params
+from ..params import OPTION_NAMES, RunInputError, clean_params
 
 RUN_NAME_MAX = 100
 DATASET_DIR = "training"  # under WORK_DIR: the temporary dataset folders of running jobs
@@ -139,6 +139,7 @@ def run_create(*, owner, album_ids: Iterable[int], params: dict[str, Any], name:
     if errors:
         raise RunInputError(errors)
     epochs = cleaned.pop("epochs", None)
+    options = {key: cleaned.pop(key) for key in OPTION_NAMES if key in cleaned}
     if enqueue:
         ensure_queue_available()
     with transaction.atomic():
@@ -148,7 +149,7 @@ def run_create(*, owner, album_ids: Iterable[int], params: dict[str, Any], name:
             owner=owner, name=name or _default_name(albums), base_model=model, dataset=snapshot,
             album_names=[a.name for a in albums], total_steps=cleaned["steps"],
             counters={"images": len(snapshot), **({"epochs": epochs} if epochs else {})},
-            message="Waiting for a worker…", **cleaned,
+            message="Waiting for a worker…", options=options, **cleaned,
         )
         run.albums.set(albums)
         if enqueue:
@@ -229,6 +230,55 @@ def lora_register(*, run: TrainingRun, diffusers_file: str, kohya_file: str, dif
         except IntegrityError:  # someone took the name meanwhile
             name = f"{lora_name_for(run)}-{attempt + 2}"
     raise RunStateError("Could not find a free LoRA name.")
+
+
+def lora_from_checkpoint(*, run: TrainingRun, step: int) -> LoraModel:
+    """Register the LoRA of one of the run's kept checkpoints (both file formats), as kohya users pick the best
+    step by hand. Its files are copied out of the checkpoint, so pruning checkpoints later keeps them. Registering
+    the same step again returns the existing entry. RunStateError when that checkpoint is not stored."""
+    import hashlib
+
+    from imagineer.artifacts import artifact_exists, artifact_open, artifact_save
+    from training.ml.trainer import CHECKPOINT_KOHYA, DIFFUSERS_WEIGHTS  # plain names; no heavy imports there
+
+    existing = LoraModel.objects.filter(checkpoint_of=run, checkpoint_step=step).first()
+    if existing is not None:
+        return existing
+    if step not in stored_checkpoints(run):
+        raise RunStateError(f"No kept checkpoint at step {step}: the run keeps {_steps_text(run)}.")
+    source = checkpoint_prefix(run, step)
+    target = f"{run.artifact_prefix}/lora/step-{step:06d}"
+    copies: dict[str, tuple[str, str]] = {}
+    base = f"{slugify(run.name)[:70].strip('-_') or f'lora-{run.pk}'}-step-{step}"
+    for kind, name, stored_as in (("diffusers", DIFFUSERS_WEIGHTS, DIFFUSERS_WEIGHTS),
+                                  ("kohya", CHECKPOINT_KOHYA, f"{base}.safetensors")):
+        key = f"{source}/{name}"
+        if not artifact_exists(key):
+            if kind == "kohya":  # checkpoints written before kohya files were kept in them
+                copies[kind] = ("", "")
+                continue
+            raise RunStateError(f"The checkpoint at step {step} has no LoRA file.")
+        with artifact_open(key) as handle:
+            data = handle.read()
+        copies[kind] = (artifact_save(f"{target}/{stored_as}", data), hashlib.sha256(data).hexdigest())
+    name = base
+    for attempt in range(2, 50):
+        try:
+            with transaction.atomic():
+                return LoraModel.objects.create(
+                    name=name, friendly_name=f"{run.name} (step {step})", owner=run.owner,
+                    base_model=run.base_model, diffusers_file=copies["diffusers"][0],
+                    diffusers_sha256=copies["diffusers"][1], kohya_file=copies["kohya"][0],
+                    kohya_sha256=copies["kohya"][1], checkpoint_of=run, checkpoint_step=step,
+                    trigger_words=str((run.options or {}).get("trigger_word") or ""))
+        except IntegrityError:  # the name is taken
+            name = f"{base}-{attempt}"
+    raise RunStateError("Could not find a free LoRA name.")
+
+
+def _steps_text(run: TrainingRun) -> str:
+    steps = stored_checkpoints(run)
+    return "steps " + ", ".join(map(str, steps)) if steps else "no checkpoints"
 
 
 @transaction.atomic

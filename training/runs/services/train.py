@@ -28,6 +28,7 @@ from imagineer.jobs import JobCancelled, JobContext, JobError
 from ...basemodels import BaseModelUnavailable, local_source
 from ...models import TrainingRun, TrainingStage
 from ..artifacts import LOG_NAME, fetch_latest_checkpoint, log_key, upload_checkpoint, upload_lora, upload_samples
+from ..params import OPTION_NAMES
 from . import dataset_root, lora_name_for, lora_register
 
 logger = logging.getLogger(__name__)
@@ -197,8 +198,12 @@ def _link_or_copy(name: str, target: Path) -> None:
 
 
 def _config(run: TrainingRun):
+    from dataclasses import fields
+
     from training.ml.train_config import TrainConfig
 
+    known = {f.name for f in fields(TrainConfig)}
+    options = {key: value for key, value in (run.options or {}).items() if key in known and key in OPTION_NAMES}
     prompts = [p.strip() for p in run.sample_prompt.split("|") if p.strip()][:MAX_SAMPLE_PROMPTS]
     return TrainConfig(
         steps=run.steps,
@@ -217,6 +222,7 @@ def _config(run: TrainingRun):
         keep_checkpoints=settings.TRAIN_KEEP_CHECKPOINTS,
         sample_every=run.sample_every if prompts else 0,
         sample_prompts=prompts,
+        **options,
     )
 
 
