@@ -33,8 +33,8 @@ __all__ = [
     "train_lora",
 ]
 
-# UNet families; Flux.1 (a transformer trained with flow matching) generates but does not train here yet.
-TRAINABLE_KINDS = ("sd15", "sd2", "sdxl")
+# Every family trains: the UNet ones with the noise-prediction recipe, Flux.1 with flow matching on its transformer.
+TRAINABLE_KINDS = ("sd15", "sd2", "sdxl", "flux")
 # Changing any of these between a checkpoint and its resume would silently train a different LoRA.
 RESUME_MUST_MATCH = ("rank", "alpha", "batch_size", "gradient_accumulation", "seed", "resolution", "buckets",
                      "lora_modules", "train_text_encoder", "optimizer")
@@ -72,7 +72,11 @@ def train_lora(
     ckpt.remove_temporary(output_dir)
     fingerprint = dataset_fingerprint(dataset)
     resume = _resume_point(output_dir, config, kind, fingerprint, callbacks.on_log)
-    run = _setup(base_model, kind, source_type, device, config, callbacks.on_log)
+    if kind == "flux":
+        _check_flux_options(config)
+        run = _setup_flux(base_model, source_type, device, config, callbacks.on_log)
+    else:
+        run = _setup(base_model, kind, source_type, device, config, callbacks.on_log)
     try:
         plan = BatchPlan(
             read_examples(dataset, resolution=config.resolution, multiple=run.multiple, use_buckets=config.buckets),
@@ -81,7 +85,12 @@ def train_lora(
         )
         state = {"base_model": base_model, "kind": kind, "dataset": fingerprint, "config": config.to_dict()}
         run.cache = _encoder_cache(config, fingerprint, train_text=bool(run.text_encoders))
-        trainer = Trainer(run, plan, config, callbacks, output_dir, state)
+        if kind == "flux":
+            from .families.flux_train import flux_trainer_class
+
+            trainer = flux_trainer_class()(run, plan, config, callbacks, output_dir, state)
+        else:
+            trainer = Trainer(run, plan, config, callbacks, output_dir, state)
         trainer.name = name
         if resume is not None:
             trainer.restore(resume)
@@ -228,6 +237,90 @@ def _setup(
         kind=kind,
         multiple=max(8, pipe.vae_scale_factor * down),
         text_encoders=text_encoders,
+        cache=EncoderCache(scope=None, latents=False, texts=False),
+    )
+
+
+def _check_flux_options(config: TrainConfig) -> None:
+    problems = []
+    if config.train_text_encoder:
+        problems.append("text-encoder LoRA is not available for Flux.1 (its T5 encoder is too large to train here)")
+    if config.min_snr_gamma:
+        problems.append("min-SNR weighting is for noise-prediction models; Flux.1 trains with flow matching")
+    if config.clip_skip > 1:
+        problems.append("clip skip does not apply to Flux.1")
+    if config.lora_modules != "attention":
+        problems.append("Flux.1 LoRAs train on the transformer's attention (module set 'attention')")
+    if config.noise_offset:
+        problems.append("noise offset is for noise-prediction models; Flux.1 trains with flow matching")
+    if problems:
+        raise ValueError("Invalid settings for Flux.1: " + "; ".join(problems) + ".")
+
+
+def _setup_flux(
+    base_model: str,
+    source_type: str | None,
+    device_preference: str | None,
+    config: TrainConfig,
+    log: Callable[[str], None],
+) -> LoadedRun:
+    """Load a Flux pipeline and put a LoRA on its transformer's attention, following diffusers' Flux recipe."""
+    import torch
+    from accelerate import Accelerator
+    from diffusers.optimization import get_scheduler
+    from diffusers.training_utils import cast_training_params
+    from peft import LoraConfig
+
+    from .families.flux import TRANSFORMER_ATTENTION
+    from .optim import build_optimizer
+    from .pipelines import load_pipeline, resolve_device
+
+    device = resolve_device(device_preference)
+    mixed = config.mixed_precision if device.startswith("cuda") else "no"
+    if mixed != config.mixed_precision:
+        log(f"mixed precision {config.mixed_precision} needs a CUDA GPU; training in full precision on {device}")
+    _reset_accelerate()
+    accelerator = Accelerator(
+        mixed_precision=mixed, gradient_accumulation_steps=config.gradient_accumulation, cpu=device == "cpu"
+    )
+    weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(mixed, torch.float32)
+    pipe = load_pipeline(base_model, kind="flux", source_type=source_type, device=str(accelerator.device),
+                         dtype=weight_dtype)
+    for name in ("vae", "text_encoder", "text_encoder_2", "transformer"):
+        getattr(pipe, name).requires_grad_(False)
+    transformer = pipe.transformer
+    cuda_devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=cuda_devices):
+        torch.manual_seed(config.seed)
+        transformer.add_adapter(LoraConfig(r=config.rank, lora_alpha=config.alpha, init_lora_weights="gaussian",
+                                           target_modules=list(TRANSFORMER_ATTENTION)))
+    if mixed != "no":
+        cast_training_params(transformer, dtype=torch.float32)
+    if config.gradient_checkpointing:
+        transformer.enable_gradient_checkpointing()
+    transformer.train()
+    params = [p for p in transformer.parameters() if p.requires_grad]
+    optimizer = build_optimizer(config.optimizer, [{"params": params, "lr": config.learning_rate}],
+                                weight_decay=config.weight_decay, device=str(accelerator.device))
+    scheduler_name = config.lr_scheduler
+    if scheduler_name == "constant" and config.lr_warmup_steps:
+        scheduler_name = "constant_with_warmup"
+    lr_scheduler = get_scheduler(scheduler_name, optimizer=optimizer,
+                                 num_warmup_steps=config.lr_warmup_steps * accelerator.num_processes,
+                                 num_training_steps=config.steps * accelerator.num_processes)
+    prepared, optimizer, lr_scheduler = accelerator.prepare(transformer, optimizer, lr_scheduler)
+    return LoadedRun(
+        accelerator=accelerator,
+        pipe=pipe,
+        unet=prepared,  # the module that trains: Flux's transformer
+        optimizer=optimizer,
+        lr_scheduler=lr_scheduler,
+        noise_scheduler=pipe.scheduler,
+        params=params,
+        weight_dtype=weight_dtype,
+        kind="flux",
+        multiple=max(16, pipe.vae_scale_factor * 2),  # latents are packed in 2x2 patches
+        text_encoders={},
         cache=EncoderCache(scope=None, latents=False, texts=False),
     )
 

@@ -151,9 +151,10 @@ class Trainer:
             losses.append(value)
         return sum(losses) / len(losses)
 
-    def _loss(self, position: int) -> Any:
+    def _sample_batch(self, position: int) -> tuple[list[Any], list[Any], Any, Any]:
+        """(examples, layouts, generator, latents) of one micro-batch: its crops, flips and captions, the
+        generator every later draw of the step uses, and the VAE latents (shifted and scaled as the model wants)."""
         import torch
-        import torch.nn.functional as F  # noqa: N812
 
         run, cfg = self.run, self.config
         device = run.accelerator.device
@@ -188,7 +189,18 @@ class Trainer:
             mean, std = run.cache.latent_params(keys, encode)
             # The same draw diffusers' DiagonalGaussianDistribution.sample makes, so cached == live.
             eps = torch.randn(mean.shape, generator=generator, dtype=mean.dtype).to(mean.device)
-            latents = ((mean + std * eps) * vae.config.scaling_factor).to(run.weight_dtype)
+            # Flux's VAE also shifts its latents; SD's has no shift (None).
+            shift = getattr(vae.config, "shift_factor", None) or 0.0
+            latents = ((mean + std * eps - shift) * vae.config.scaling_factor).to(run.weight_dtype)
+        return examples, layouts, generator, latents
+
+    def _loss(self, position: int) -> Any:
+        import torch
+        import torch.nn.functional as F  # noqa: N812
+
+        run, cfg = self.run, self.config
+        device = run.accelerator.device
+        examples, layouts, generator, latents = self._sample_batch(position)
         text, added = self._encode_text([lay.caption for lay in layouts], examples, layouts)
         noise = torch.randn(latents.shape, generator=generator).to(device, latents.dtype)
         num_train = run.noise_scheduler.config.num_train_timesteps

@@ -234,6 +234,15 @@ def clean_params(raw: Mapping[str, Any], *, kind: str = "sd15", image_count: int
     if cleaned.get("clip_skip", 1) > 1 and kind == "sdxl":
         errors.setdefault("clip_skip", []).append("Clip skip is for SD1.5 models; SDXL already uses the "
                                                   "second-last layer. Leave it at 1.")
+    if kind == "flux":  # flow matching on the transformer's attention: the UNet recipe's options do not apply
+        for field, off, why in (
+                ("train_text_encoder", False, "Flux.1 trains no text-encoder LoRA (its T5 encoder is too large)."),
+                ("min_snr_gamma", 0.0, "Min-SNR weighting is for noise-prediction models, not Flux.1."),
+                ("noise_offset", 0.0, "Noise offset is for noise-prediction models, not Flux.1."),
+                ("clip_skip", 1, "Clip skip does not apply to Flux.1."),
+                ("lora_modules", "attention", "Flux.1 LoRAs train on the transformer's attention.")):
+            if field in cleaned and cleaned[field] not in (off, None):
+                errors.setdefault(field, []).append(why)
     prompt = cleaned.get("sample_prompt", "")
     if not prompt and cleaned.get("sample_every") and default_sample_prompt.strip():
         prompt = cleaned["sample_prompt"] = default_sample_prompt.strip()[:MAX_SAMPLE_PROMPT]

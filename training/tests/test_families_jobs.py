@@ -1,5 +1,5 @@
 """Model families through the product: registration reports the family, single files and Flux generate through
-the queue with PNG metadata A1111 reads, SD2 trains, and a family that cannot train is refused up front."""
+the queue with PNG metadata A1111 reads, SD2 and Flux train, and options a family cannot use are refused."""
 
 from __future__ import annotations
 
@@ -82,6 +82,7 @@ def test_registration_refuses_other_families_and_flux_single_files(db, training_
 
 
 def test_flux_builds_registers_and_generates_with_its_sampler(training_dirs, user, run_worker, run_album):
+    from training.models import TrainingRun
     from training.runs.params import RunInputError
     from training.runs.services import run_create
 
@@ -100,10 +101,52 @@ def test_flux_builds_registers_and_generates_with_its_sampler(training_dirs, use
     assert (params["sampler"], params["schedule_type"], params["scheduler"]) == ("Euler", "Simple", "flow_euler")
     assert (image.width, image.height) == (32, 32)
 
-    with pytest.raises(RunInputError, match="LoRA training for it is not available yet"):
-        album, _ = run_album
-        run_create(owner=user, album_ids=[album.pk], params={"steps": 2}, base_model=model, enqueue=False)
-    assert GenerationJob.objects.count() == 1
+    album, _ = run_album
+    with pytest.raises(RunInputError) as refused:
+        run_create(owner=user, album_ids=[album.pk], params={"steps": 2, "lora_modules": "kohya",
+                                                             "min_snr_gamma": 5}, base_model=model, enqueue=False)
+    assert set(refused.value.errors) == {"lora_modules", "min_snr_gamma"}
+    assert GenerationJob.objects.count() == 1 and not TrainingRun.objects.exists()
+
+    output = _call("train_lora", "--album", album.name, "--base-model", "tiny-flux", "--steps", "2",
+                   "--resolution", "32", "--inline")
+    run = TrainingRun.objects.get()
+    assert run.status == JobStatus.SUCCEEDED, run.error
+    assert run.lora.base_model == model and "trained" in output.lower()
+
+
+def test_flux_trains_a_flow_matching_lora_that_resumes_exports_for_comfy_and_changes_images(
+        tmp_path, tiny_dataset, train_config):
+    from safetensors import safe_open
+
+    from training.ml.families.flux_train import comfy_key_map
+    from training.ml.generate import generate
+    from training.ml.pipelines import LoraSpec, apply_loras, load_pipeline
+    from training.ml.tiny import build_tiny_pipeline
+    from training.ml.train import train_lora
+
+    folder = build_tiny_pipeline(tmp_path / "flux", kind="flux")
+    config = dict(steps=2, checkpoint_every=2, sample_every=2, sample_prompts=["a red square"], sample_steps=2,
+                  caption_dropout=0.0, learning_rate=5e-2)
+    first = train_lora(base_model=str(folder), kind="flux", dataset=tiny_dataset, output_dir=tmp_path / "run",
+                       config=train_config(**config), name="flux_style", device="cpu")
+    assert first.final_step == 2 and first.checkpoints
+    more = train_lora(base_model=str(folder), kind="flux", dataset=tiny_dataset, output_dir=tmp_path / "run",
+                      config=train_config(**{**config, "steps": 3}), name="flux_style", device="cpu")
+    assert more.resumed_from == 2 and more.final_step == 3 and len(more.loss_history) == 3
+    assert (tmp_path / "run" / "samples").is_dir()
+
+    pipe = load_pipeline(str(folder), kind="flux", device="cpu")
+    accepted = comfy_key_map(pipe.transformer)
+    with safe_open(str(more.kohya_path), "pt") as handle:
+        assert handle.metadata()["ss_base_model_version"] == "flux1"
+        layers = {key.rsplit(".", 2)[0] for key in handle.keys() if key.endswith(".weight")}
+    assert layers and layers <= accepted.keys()
+    params = dict(prompt="a red square", steps=2, width=32, height=32, seed=1, scheduler="flow_euler")
+    before = np.asarray(generate(pipe, **params)[0], dtype=np.int16)
+    apply_loras(pipe, [LoraSpec("flux_style", more.lora_path, 1.0)])
+    after = np.asarray(generate(pipe, **params)[0], dtype=np.int16)
+    assert np.abs(after - before).max() > 0
 
 
 def test_sd2_trains_a_v_prediction_lora_that_exports_as_sd_v2(tmp_path, tiny_dataset, train_config):

@@ -116,3 +116,63 @@ def comfy_key_map(transformer: Any) -> dict[str, str]:
             names[KOHYA_PREFIX + module_name.replace(".", "_")] = module_name
             names[f"transformer.{module_name}"] = module_name
     return names
+
+
+def flux_trainer_class() -> type:
+    """The Trainer for Flux: the same loop, checkpoints, resume and samples; flow matching on the transformer."""
+    from ..kohya import kohya_metadata
+    from ..trainer import Trainer
+
+    class FluxTrainer(Trainer):
+        def _loss(self, position: int) -> Any:
+            run = self.run
+            _examples, layouts, generator, latents = self._sample_batch(position)
+            text = self._flux_text([lay.caption for lay in layouts])
+            batch = make_batch(run.pipe, latents, generator)
+            return flow_loss(predict(run.pipe, run.unet, batch, text), batch.target)
+
+        def _flux_text(self, captions: list[str]) -> tuple[Any, Any, Any]:
+            import torch
+
+            device = self.run.accelerator.device
+
+            def encode(texts: list[str]) -> tuple[Any, Any]:
+                embeds, pooled, _ids = encode_text(self.run.pipe, texts, device)
+                return embeds, pooled
+
+            embeds, pooled = self.run.cache.text(captions, encode)
+            # Flux's text positions are all zero (diffusers' encode_prompt makes them the same way).
+            text_ids = torch.zeros(embeds.shape[1], 3, device=embeds.device, dtype=embeds.dtype)
+            return embeds, pooled, text_ids
+
+        def _load_lora(self, path: Any) -> None:
+            from peft.utils import set_peft_model_state_dict
+            from safetensors.torch import load_file
+
+            state = {k.removeprefix("transformer."): v for k, v in load_file(str(path)).items()}
+            result = set_peft_model_state_dict(self._unwrapped_unet(), state, adapter_name="default")
+            if getattr(result, "unexpected_keys", None):
+                raise ValueError(f"Checkpoint {path} does not fit this model: {result.unexpected_keys[:3]}")
+
+        def _write_diffusers_lora(self, folder: Any) -> Any:
+            from ..trainer import DIFFUSERS_WEIGHTS
+
+            type(self.run.pipe).save_lora_weights(
+                str(folder), transformer_lora_layers=self._lora_layers(), safe_serialization=True,
+                transformer_lora_adapter_metadata=self._unwrapped_unet().peft_config["default"].to_dict())
+            return folder / DIFFUSERS_WEIGHTS
+
+        def _write_kohya(self, path: Any, name: str, base_model: str) -> None:
+            import os
+
+            from safetensors.torch import save_file
+
+            cfg = self.config
+            meta = kohya_metadata(rank=cfg.rank, alpha=cfg.alpha, kind="flux", name=name, base_model=base_model)
+            meta["ss_steps"] = str(self.step)
+            meta["modelspec.architecture"] = "flux-1-dev/lora"
+            tmp = f"{path}.tmp"
+            save_file(to_comfy(self._lora_layers(), alpha=cfg.alpha), tmp, metadata=meta)
+            os.replace(tmp, path)
+
+    return FluxTrainer

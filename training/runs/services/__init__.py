@@ -91,7 +91,7 @@ def resolve_base_model(name: str | None) -> BaseModel:
 
 
 # The families the trainer handles (training/ml/train.py); kept here so the web process need not import it.
-TRAINABLE_KINDS = ("sd15", "sd2", "sdxl")
+TRAINABLE_KINDS = ("sd15", "sd2", "sdxl", "flux")
 
 
 def run_create(*, owner, album_ids: Iterable[int], params: dict[str, Any], name: str = "",
