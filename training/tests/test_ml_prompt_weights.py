@@ -65,7 +65,8 @@ def test_weights_scale_exactly_the_tokens_they_cover(pipe):
     assert np.allclose(ratio[others], factor, rtol=1e-4)
     assert np.allclose(ratio[weighted], 1.5 * factor, rtol=1e-4)
     # The normalisation keeps the chunk's mean.
-    assert float(heavy.mean()) == pytest.approx(float(plain.mean()), rel=1e-4)
+    # (After the final layer norm the mean is near zero, so it is compared at the embeddings' own scale.)
+    assert float(heavy.mean()) == pytest.approx(float(plain.mean()), abs=1e-5 * float(plain.abs().mean()))
 
 
 def test_a_prompt_without_syntax_gives_the_same_image_as_the_pipelines_own_encoding(pipe):

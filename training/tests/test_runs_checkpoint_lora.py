@@ -14,7 +14,9 @@ from training.runs.artifacts import prune_checkpoints
 
 from .runs_fixtures import FAST, RESOLUTION
 
-pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("media_root", "training_dirs")]
+# The training job runs inline and manages its own database connection, as in a worker.
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("media_root", "training_dirs"),
+              pytest.mark.django_db(transaction=True)]
 
 
 def _stored(key: str) -> Path:

@@ -112,6 +112,7 @@ def test_the_api_takes_options_and_names_bad_ones(client, user, run_album, unloa
     assert {tuple(e["loc"])[-1] for e in bad.json()["detail"]} == {"optimizer", "clip_skip"}
 
 
+@pytest.mark.django_db(transaction=True)  # the inline job manages its own database connection, as in a worker
 def test_train_lora_takes_options_and_refuses_bad_ones(run_album):
     from training.models import BaseModel
 

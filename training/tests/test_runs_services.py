@@ -164,7 +164,7 @@ def test_base_models_are_checked_before_they_are_registered(db, settings):
     with pytest.raises(BaseModelInvalid, match="no model_index.json"):
         base_model_register(name="m", source=str(folder))
     (folder / "model_index.json").write_text('{"_class_name": "StableDiffusionXLPipeline"}')
-    with pytest.raises(BaseModelInvalid, match="is an sdxl model, not sd15"):
+    with pytest.raises(BaseModelInvalid, match=r"is a Stable Diffusion XL model \(sdxl\), not Stable Diffusion 1.5"):
         base_model_register(name="m", source=str(folder), kind="sd15")
     model = base_model_register(name="m", source=str(folder), make_default=True)
     assert model.kind == "sdxl" and model.source_type == "folder" and model.is_default and model.source == "model"

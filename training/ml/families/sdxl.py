@@ -13,7 +13,8 @@ from .sd15 import UNET_ATTENTION
 
 
 def _folder(index: dict[str, Any], path: Path) -> bool:
-    return bool(index.get("text_encoder")) and index.get("text_encoder") != [None, None]
+    # A refiner saved as a text-to-image pipeline has no first text encoder.
+    return index.get("text_encoder", "absent") not in ([None, None], None)
 
 
 def _single_file(keys: set[str], metadata: dict[str, str]) -> bool:
