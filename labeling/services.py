@@ -50,7 +50,9 @@ def labels_store_result(*, image: Image, result, source: str, job: LabelingJob |
     that already has labels from this source keeps them (running twice changes nothing).
     """
     existing = Label.objects.filter(image=image, source=source)
+    old_captions = []
     if replace:
+        old_captions = list(existing.filter(kind=LabelKind.CAPTION).values_list("value", flat=True))
         existing.delete()
     elif existing.exists():
         return 0
@@ -77,6 +79,13 @@ def labels_store_result(*, image: Image, result, source: str, job: LabelingJob |
         if result.nsfw and (result.nsfw_confidence or 0) >= NSFW_AUTO_FLAG_CONFIDENCE and not image.is_nsfw:
             Image.objects.filter(pk=image.pk).update(is_nsfw=True)
     Label.objects.bulk_create(rows)
+    new_caption = next((row for row in rows if row.kind == LabelKind.CAPTION), None)
+    old_text = old_captions[0] if old_captions else ""
+    if replace and (old_captions or new_caption) and old_text != (new_caption.value if new_caption else ""):
+        # A forced re-run replaces a machine caption: the image's caption history says so.
+        CaptionRevision.objects.create(image=image, label=new_caption if new_caption and new_caption.pk else None,
+                                       old_text=old_text, new_text=new_caption.value if new_caption else "",
+                                       tool=f"re-run ({source})", user=job.owner if job else None)
     return len(rows)
 
 

@@ -172,3 +172,23 @@ def test_the_labeler_settings_and_caption_revisions_are_in_the_admin(client, sta
     assert row.backend_options("captioner") == {"prompt": "<MORE_DETAILED_CAPTION>"}
     assert client.get(reverse("admin:labeling_labelersettings_add")).status_code == 403  # one row only
     assert client.get(reverse("admin:labeling_captionrevision_changelist")).status_code == 200
+
+
+def test_a_forced_rerun_that_replaces_a_machine_caption_is_in_the_caption_history(user, ingest):
+    from labeling.backends.base import LabelResult
+    from labeling.services import labels_store_result
+
+    image = ingest(user, image_bytes("PNG", seed=9), filename="9.png")
+
+    def result(caption):
+        return LabelResult(caption=caption, tags=["cat"], categories=[], nsfw=None, nsfw_confidence=None,
+                           model="captioner", version="1")
+
+    labels_store_result(image=image, result=result("a cat"), source="captioner")
+    assert labels_store_result(image=image, result=result("a cat again"), source="captioner") == 0  # idempotent
+    labels_store_result(image=image, result=result("a striped cat"), source="captioner", replace=True)
+    labels_store_result(image=image, result=result("a striped cat"), source="captioner", replace=True)
+
+    revisions = list(CaptionRevision.objects.filter(image=image).values_list("old_text", "new_text", "tool"))
+    assert revisions == [("a cat", "a striped cat", "re-run (captioner)")]  # the unchanged re-run adds nothing
+    assert Label.objects.get(image=image, kind=LabelKind.CAPTION).value == "a striped cat"
