@@ -254,7 +254,8 @@ def generate(
     planned = first + second
     if should_stop and should_stop():
         raise GenerationCancelled(0, planned)
-    kind = "sdxl" if getattr(pipe, "text_encoder_2", None) is not None else "sd15"
+    packed = hasattr(type(pipe), "_unpack_latents")  # Flux keeps its latents packed in 2x2 patches
+    kind = "flux" if packed else "sdxl" if getattr(pipe, "text_encoder_2", None) is not None else "sd15"
     done = {"steps": 0}
 
     def callback(offset: int, extra: int) -> Callable[..., dict[str, Any]]:
@@ -265,7 +266,10 @@ def generate(
             if on_step:
                 on_step(current, total)
             if on_preview and preview_every and current % preview_every == 0 and current < total:
-                on_preview(current, modes.latent_preview(tensors["latents"], kind))
+                latents = tensors["latents"]
+                if packed and latents.ndim == 3:
+                    latents = type(pipeline)._unpack_latents(latents, height, width, pipeline.vae_scale_factor)
+                on_preview(current, modes.latent_preview(latents, kind))
             if should_stop and current < total and should_stop():
                 raise GenerationCancelled(current, total)
             return tensors
@@ -302,8 +306,10 @@ def generate(
         else:
             derived = _with_scheduler(pipe, mode, scheduler)
             kwargs = {"image": source, "strength": _effective_strength(steps, strength)}
+            if mode == "inpaint" or packed:  # Flux's img2img takes the size, not the image's
+                kwargs.update(width=width, height=height)
             if mode == "inpaint":
-                kwargs.update(mask_image=mask, width=width, height=height)
+                kwargs.update(mask_image=mask)
             images = derived(**text, **common, **kwargs, num_inference_steps=steps, generator=generators(),
                              callback_on_step_end=callback(0, 0)).images
         if mode == "inpaint":
@@ -312,10 +318,11 @@ def generate(
             size = modes.hires_size(width, height, hires_scale)
             upscaled = [modes.fit_image(picture, *size) for picture in images]
             derived = _with_scheduler(pipe, "img2img", scheduler)
+            sized = {"width": size[0], "height": size[1]} if packed else {}
             # One prompt per upscaled image, each with its own seed's generator (A1111 reuses the seed).
             images = derived(**text_kwargs(count), guidance_scale=guidance_scale, num_images_per_prompt=1,
                              image=upscaled, strength=_effective_strength(hires_steps or steps, hires_strength),
-                             num_inference_steps=hires_steps or steps, generator=generators(),
+                             num_inference_steps=hires_steps or steps, generator=generators(), **sized,
                              callback_on_step_end=callback(done["steps"], 0)).images
     return list(images)
 

@@ -286,3 +286,26 @@ def test_flux_flow_matching_steps_lower_the_loss_and_export_to_comfys_key_map(ti
     assert len(layers) == 11 and layers <= accepted.keys()  # 8 per double block, 3 per single block
     assert {accepted[name].rsplit(".", 1)[-1] for name in layers} >= {"to_q", "add_q_proj", "to_add_out"}
     assert all(float(exported[f"{name}.alpha"]) == 2 for name in layers)
+
+
+@pytest.mark.slow
+def test_flux_previews_img2img_inpainting_and_hires_fix(tiny_models):
+    from PIL import Image
+
+    pipe = load_pipeline(str(tiny_models["flux"]), kind="flux", device="cpu")
+    params = dict(prompt="a red square", steps=4, width=32, height=32, seed=5, scheduler="flow_euler")
+    previews = []
+    plain = generate(pipe, **params, on_preview=lambda step, image: previews.append((step, image.size)),
+                     preview_every=1)[0]
+    assert [step for step, _ in previews] == [1, 2, 3] and all(size == (16, 16) for _, size in previews)
+
+    source = Image.new("RGB", (32, 32), "blue")
+    img2img = generate(pipe, **params, mode="img2img", init_image=source, strength=0.5)[0]
+    assert img2img.size == (32, 32) and np.asarray(img2img).tobytes() != np.asarray(plain).tobytes()
+    mask = Image.new("L", (32, 32), 0)
+    mask.paste(255, (0, 0, 16, 32))  # repaint the left half only
+    inpainted = np.asarray(generate(pipe, **params, mode="inpaint", init_image=source, mask_image=mask,
+                                    strength=1.0)[0], dtype=np.int16)
+    assert np.array_equal(inpainted[:, 16:], np.asarray(source, dtype=np.int16)[:, 16:])
+    hires = generate(pipe, **params, hires_scale=2.0, hires_steps=2, hires_strength=0.5)[0]
+    assert hires.size == (64, 64)
