@@ -3,7 +3,16 @@ from __future__ import annotations
 from django import forms
 
 from ..models import BaseModel
-from .params import MAX_EPOCHS, MAX_SAMPLE_PROMPT, OPTION_NAMES, PARAMS, PRESET_LABELS, PRESETS, RunInputError
+from .params import (
+    MAX_EPOCHS,
+    MAX_SAMPLE_PROMPT,
+    OPTION_NAMES,
+    PARAMS,
+    PRESET_LABELS,
+    PRESETS,
+    RunInputError,
+    family_default,
+)
 
 # A model this small (the tiny test model, 64 px) is for trying the whole loop out, not for learning a
 # style, so it starts from the quick preset: 300 steps at 64 px plus three samples measured about 95 s of
@@ -82,6 +91,10 @@ class RunForm(forms.Form):
             self.fields[name].initial = value
         if default is not None:
             self.fields["resolution"].initial = default.native_size
+            # SDXL and Flux start at bf16 with gradient checkpointing (what fits one GPU); a CPU trains in fp32.
+            for name in ("mixed_precision", "gradient_checkpointing"):
+                if name in self.fields:
+                    self.fields[name].initial = family_default(default.kind, name, self.fields[name].initial)
         # One album only: a newcomer's first run needs no choosing.
         if not self.initial.get("albums") and len(self.album_rows) == 1:
             self.initial["albums"] = [self.album_rows[0].pk]

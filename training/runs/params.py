@@ -129,7 +129,7 @@ def default_resolution(kind: str) -> int:
     return KIND_RESOLUTIONS.get(kind, 512)
 
 
-def _family_default(kind: str, name: str, default: Any) -> Any:
+def family_default(kind: str, name: str, default: Any) -> Any:
     """SDXL and Flux default to bf16 and gradient checkpointing, which they need to fit and train well on one
     GPU; a CPU trains in fp32 whatever is asked (the trainer says so in the log)."""
     from ..ml.families import UnsupportedModel, get_family  # no heavy imports
@@ -199,7 +199,7 @@ def clean_params(raw: Mapping[str, Any], *, kind: str = "sd15", image_count: int
             elif name == "alpha":
                 value = float(cleaned.get("rank", PARAMS["rank"].default))  # alpha = rank: a scale of 1
             elif name in ("mixed_precision", "gradient_checkpointing"):
-                value = _family_default(kind, name, param.default)
+                value = family_default(kind, name, param.default)
             else:
                 value = param.default
             if value is None:

@@ -170,3 +170,22 @@ def test_sd2_trains_a_v_prediction_lora_that_exports_as_sd_v2(tmp_path, tiny_dat
     apply_loras(pipe, [LoraSpec("sd2_style", result.kohya_path, 1.0)])
     after = np.asarray(generate(pipe, **params)[0], dtype=np.int16)
     assert np.abs(after - before).max() > 0
+
+
+@pytest.mark.django_db
+def test_sdxl_and_flux_runs_default_to_bf16_and_gradient_checkpointing():
+    from training.runs.forms import RunForm
+    from training.runs.params import clean_params
+
+    for kind, expected in (("sd15", ("no", False)), ("sd2", ("no", False)), ("sdxl", ("bf16", True)),
+                           ("flux", ("bf16", True))):
+        cleaned = clean_params({"steps": 10}, kind=kind, image_count=4)
+        assert (cleaned["mixed_precision"], cleaned["gradient_checkpointing"]) == expected, kind
+        BaseModel.objects.update(is_default=False)
+        BaseModel.objects.create(name=f"m-{kind}", kind=kind, source=f"base/{kind}", source_type="folder",
+                                 is_default=True)
+        form = RunForm(base_models=BaseModel.objects.all())
+        assert (form.fields["mixed_precision"].initial, form.fields["gradient_checkpointing"].initial) == expected
+    # An explicit choice is kept.
+    assert clean_params({"steps": 10, "mixed_precision": "fp16"}, kind="sdxl", image_count=4)[
+        "mixed_precision"] == "fp16"
