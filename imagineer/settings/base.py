@@ -410,6 +410,9 @@ GENERATE_MAX_COUNT = env_int("IMAGINEER_GENERATE_MAX_COUNT", 8, minimum=1)
 # Compatible queued generations (same model, LoRAs, size, steps, sampler, CFG) share one denoising pass up to this
 # many images; 1 turns batching off.
 GENERATE_BATCH_MAX_IMAGES = env_int("IMAGINEER_GENERATE_BATCH_MAX_IMAGES", 8, minimum=1)
+# POST /v1/images/generations answers when the images are made, as OpenAI's API does; past this many seconds
+# it cancels the job and answers 504.
+OPENAI_IMAGES_WAIT_SECONDS = env_int("IMAGINEER_OPENAI_IMAGES_WAIT_SECONDS", 600, minimum=1)
 ML_PIPELINE_CACHE_SIZE = env_int("IMAGINEER_PIPELINE_CACHE_SIZE", 1, minimum=1, maximum=8)
 GENERATE_MAX_QUEUED_PER_USER = env_int("IMAGINEER_GENERATE_MAX_QUEUED", 20, minimum=1)
 

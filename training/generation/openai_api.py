@@ -56,7 +56,7 @@ def _bearer_user(request: HttpRequest):
 
 
 def _wait_seconds() -> float:
-    return float(getattr(settings, "OPENAI_IMAGES_WAIT_SECONDS", 600))
+    return float(settings.OPENAI_IMAGES_WAIT_SECONDS)
 
 
 @csrf_exempt  # bearer tokens only: no cookie is read, so there is nothing to forge
