@@ -163,6 +163,8 @@ def _load_single_file(path: Path, kind: ModelKind, dtype: Any, config: str | Non
                             "loaded: convert it to .safetensors first).")
     _check_family(_detect(lambda: detect_single_file(path)), kind, str(path))
     config_dir = config or single_file_config(path, get_family(kind))
+    if kind == "flux":
+        return _load_flux_single_file(path, Path(config_dir), dtype)
     # local_files_only: every config comes from disk, so a machine without a hub never waits on one. No
     # load_safety_checker argument: diffusers treats any value of it, even False, as "load the checker".
     kwargs: dict[str, Any] = {"dtype": dtype, "config": str(config_dir), "local_files_only": True,
@@ -173,6 +175,20 @@ def _load_single_file(path: Path, kind: ModelKind, dtype: Any, config: str | Non
         raise ModelNotFound(
             f"Could not load {path.name} as a {get_family(kind).label} checkpoint with the configs in {config_dir}: "
             f"{exc}") from exc
+
+
+def _load_flux_single_file(path: Path, config_dir: Path, dtype: Any) -> Any:
+    """A BFL-layout Flux transformer file plus the rest of the pipeline (VAE, CLIP-L, T5, scheduler) from the
+    config folder: a Flux diffusers folder whose transformer folder holds only its config."""
+    from .families.flux_layout import load_transformer
+
+    try:
+        transformer = load_transformer(path, config_dir, dtype)
+        return _pipeline_class("flux").from_pretrained(str(config_dir), transformer=transformer, dtype=dtype,
+                                                       local_files_only=True)
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        raise ModelNotFound(f"Could not load {path.name} as a Flux.1 transformer with the rest of the pipeline in "
+                            f"{config_dir}: {exc}") from exc
 
 
 def single_file_config(path: Path, family: Any) -> Path:

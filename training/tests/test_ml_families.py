@@ -309,3 +309,53 @@ def test_flux_previews_img2img_inpainting_and_hires_fix(tiny_models):
     assert np.array_equal(inpainted[:, 16:], np.asarray(source, dtype=np.int16)[:, 16:])
     hires = generate(pipe, **params, hires_scale=2.0, hires_steps=2, hires_strength=0.5)[0]
     assert hires.size == (64, 64)
+
+
+def test_the_flux_file_layout_matches_diffusers_converter_at_full_size():
+    """Names and shapes against diffusers' own BFL converter, on a full-size Flux.1-dev transformer built on the
+    meta device (diffusers' converter assumes the published widths, so it cannot read the tiny one)."""
+    from accelerate import init_empty_weights
+    from diffusers import FluxTransformer2DModel
+    from diffusers.loaders.single_file_utils import convert_flux_transformer_checkpoint_to_diffusers
+
+    from training.ml.families.flux_layout import from_bfl, to_bfl
+
+    with init_empty_weights():
+        model = FluxTransformer2DModel(guidance_embeds=True)
+    ours = model.state_dict()
+    bfl = to_bfl(ours, model.config)
+    assert "double_blocks.18.img_attn.qkv.weight" in bfl and "single_blocks.37.linear1.weight" in bfl
+    theirs = convert_flux_transformer_checkpoint_to_diffusers(dict(bfl))
+    assert theirs.keys() == ours.keys() and all(theirs[k].shape == ours[k].shape for k in ours)
+    assert from_bfl(bfl, model.config).keys() == ours.keys()
+
+
+@pytest.mark.slow
+def test_a_flux_transformer_file_loads_offline_with_the_rest_of_the_pipeline_beside_it(
+        tiny_models, tmp_path, no_network):
+    import torch
+    from safetensors.torch import save_file
+
+    from training.ml.families.flux_layout import to_bfl
+
+    folder = load_pipeline(str(tiny_models["flux"]), kind="flux", device="cpu")
+    transformer = folder.transformer
+    checkpoint = tmp_path / "flux1-tiny.safetensors"
+    bfl = to_bfl(transformer.state_dict(), transformer.config)
+    prefixed = {f"model.diffusion_model.{k}": v for k, v in bfl.items()}
+    save_file(prefixed, str(checkpoint))
+    assert detect_single_file(checkpoint).key == "flux"
+    with pytest.raises(ModelNotFound, match="Single Flux files hold only the transformer"):
+        load_pipeline(str(checkpoint), kind="flux", source_type="single_file", device="cpu")
+    # The rest of the pipeline beside it, without the transformer's weights.
+    shutil.copytree(tiny_models["flux"], tmp_path / "flux1-tiny.config",
+                    ignore=lambda where, names: [n for n in names if where.endswith("transformer") and
+                                                 n.endswith(".safetensors")])
+
+    single = load_pipeline(str(checkpoint), kind="flux", source_type="single_file", device="cpu")
+
+    ours, theirs = transformer.state_dict(), single.transformer.state_dict()
+    assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+    params = dict(prompt="a red square", steps=2, width=32, height=32, seed=5, scheduler="flow_euler")
+    np.testing.assert_array_equal(np.asarray(generate(folder, **params)[0]), np.asarray(generate(single, **params)[0]))
+    assert no_network == []

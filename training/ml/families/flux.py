@@ -43,8 +43,9 @@ FAMILY = Family(
     cuda_mixed_precision="bf16",
     cuda_gradient_checkpointing=True,
     single_file_config=None,
-    notes=("Single Flux files hold only the transformer; register the diffusers folder (transformer, VAE, "
-           "CLIP-L and T5 together)."),
+    notes=("Single Flux files hold only the transformer. Put the rest of the pipeline beside it in a "
+           "<checkpoint stem>.config folder (a Flux diffusers folder: VAE, CLIP-L, T5, scheduler, tokenizers, and "
+           "transformer/config.json without the transformer's weights), or register a whole diffusers folder."),
     folder_check=_folder,
     single_file_check=_single_file,
 )
