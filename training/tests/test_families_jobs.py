@@ -189,3 +189,27 @@ def test_sdxl_and_flux_runs_default_to_bf16_and_gradient_checkpointing():
     # An explicit choice is kept.
     assert clean_params({"steps": 10, "mixed_precision": "fp16"}, kind="sdxl", image_count=4)[
         "mixed_precision"] == "fp16"
+
+
+def test_a_flux_transformer_file_with_its_pipeline_beside_it_registers_and_generates(
+        training_dirs, user, run_worker, tmp_path):
+    from safetensors.torch import save_file
+
+    from training.ml.families.flux_layout import to_bfl
+    from training.ml.pipelines import load_pipeline
+    from training.ml.tiny import build_tiny_pipeline
+
+    folder = build_tiny_pipeline(tmp_path / "flux-folder", kind="flux")
+    transformer = load_pipeline(str(folder), kind="flux", device="cpu").transformer
+    save_file(to_bfl(transformer.state_dict(), transformer.config), str(tmp_path / "my-flux.safetensors"))
+    shutil.copytree(folder, tmp_path / "my-flux.config",
+                    ignore=lambda where, names: [n for n in names if where.endswith("transformer") and
+                                                 n.endswith(".safetensors")])
+
+    output = _call("register_model", "my-flux", str(tmp_path / "my-flux.safetensors"), "--upload")
+    assert "Detected family: Flux.1 (flux)." in output
+    job = generation_create(user=user, prompt="a red square", base_model="my-flux", width=32, height=32, steps=2,
+                            seed=4)
+    run_worker("generate")
+    params = parse_a1111_parameters(read_png_parameters(file_bytes(_image(job))))
+    assert (params["model"], params["scheduler"]) == ("my-flux", "flow_euler")
