@@ -7,7 +7,8 @@
    the cache off is measured too, so the row says how much caching gave. All exclude model loading and
    include their first step.
 2. Where a CUDA GPU is available, the same on an SD1.5-shaped pipeline (real layer sizes, random weights,
-   so every step costs what a real one does) at 512×512 in bf16.
+   so every step costs what a real one does) at 512×512 in bf16, and on an SDXL-shaped one (the published SDXL
+   base configs Imagineer ships for single files, random weights) at 1024×1024 in bf16.
 """
 
 from __future__ import annotations
@@ -76,10 +77,38 @@ def build_sd15_shaped(out_dir: Path) -> Path:
     return out_dir
 
 
+def build_sdxl_shaped(out_dir: Path | None) -> Path | None:
+    """SDXL base's published architecture (families/configs/sdxl) with random weights, saved in bf16.
+    `out_dir` None builds it without saving (a check that the configs make the pipeline)."""
+    import torch
+    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+    from training.ml.families.configs import config_folder
+
+    folder = config_folder("sdxl")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    with torch.random.fork_rng(devices=[]), torch.device(device):
+        torch.manual_seed(0)
+        unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(folder / "unet"))
+        vae = AutoencoderKL.from_config(AutoencoderKL.load_config(folder / "vae"))
+        text_encoder = CLIPTextModel(CLIPTextConfig.from_pretrained(folder / "text_encoder"))
+        text_encoder_2 = CLIPTextModelWithProjection(CLIPTextConfig.from_pretrained(folder / "text_encoder_2"))
+    pipe = StableDiffusionXLPipeline(
+        vae=vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2,
+        tokenizer=CLIPTokenizer.from_pretrained(folder / "tokenizer"),
+        tokenizer_2=CLIPTokenizer.from_pretrained(folder / "tokenizer_2"), unet=unet,
+        scheduler=EulerDiscreteScheduler.from_pretrained(folder, subfolder="scheduler"), add_watermarker=False)
+    if out_dir is None:
+        return None
+    pipe.to(dtype=torch.bfloat16).save_pretrained(out_dir, safe_serialization=True)
+    return out_dir
+
+
 class _Setup:
     """A user, an album of the pictures and a registered base model in the benchmark's database."""
 
-    def __init__(self, model_dir: Path, dataset: list[tuple[Path, str]], name: str) -> None:
+    def __init__(self, model_dir: Path, dataset: list[tuple[Path, str]], name: str, kind: str = "sd15") -> None:
         from django.contrib.auth import get_user_model
 
         from gallery.services import album_create, image_ingest
@@ -91,7 +120,7 @@ class _Setup:
         for path, _caption in dataset:
             image_ingest(owner=self.owner, data=path.read_bytes(), filename=path.name, source="upload",
                          album=self.album)
-        self.model = base_model_register(name=f"bench-{name}", source=str(model_dir), kind="sd15", upload=True)
+        self.model = base_model_register(name=f"bench-{name}", source=str(model_dir), kind=kind, upload=True)
 
     def run(self, **params) -> float:
         from imagineer.models import JobStatus
@@ -159,8 +188,9 @@ def run(quick: bool) -> list[Result]:
         f"({uncached / bare:.2f}× the bare loop), so caching gave {ours / uncached:.2f}×",
     ))
     if not torch.cuda.is_available():
-        results.append(Result("training", "run vs bare loop, SD1.5-shaped 512px bf16", float("nan"), float("nan"),
-                              "steps/s", float("nan"), f"≥ {TARGET}", None, "skipped: no CUDA GPU here"))
+        for label in ("SD1.5-shaped 512px bf16", "SDXL-shaped 1024px bf16"):
+            results.append(Result("training", f"run vs bare loop, {label}", float("nan"), float("nan"),
+                                  "steps/s", float("nan"), f"≥ {TARGET}", None, "skipped: no CUDA GPU here"))
         return results
     sd15 = build_sd15_shaped(work / "sd15-shaped")
     big_data = _pictures(work / "sd15-data", 8, 512)
@@ -173,5 +203,17 @@ def run(quick: bool) -> list[Result]:
         "training", "run vs bare loop, SD1.5-shaped 512px bf16", ours, bare, "steps/s", ratio, f"≥ {TARGET}",
         ratio >= TARGET, f"{torch.cuda.get_device_name(0)}; {steps} steps, batch 4, rank 4, random weights; "
         f"cache off: {uncached:.2f} steps/s, caching gave {ours / uncached:.2f}×",
+    ))
+    sdxl = build_sdxl_shaped(work / "sdxl-shaped")
+    xl_data = _pictures(work / "sdxl-data", 8, 1024)
+    setup = _Setup(sdxl, xl_data, "sdxl", kind="sdxl")
+    steps = 10 if quick else 40
+    ours, uncached, bare = _compare(setup, sdxl, xl_data, steps=steps, batch=2, resolution=1024,
+                                    rounds=1 if quick else 2, mixed_precision="bf16")
+    ratio = ours / bare if bare else float("nan")
+    results.append(Result(
+        "training", "run vs bare loop, SDXL-shaped 1024px bf16", ours, bare, "steps/s", ratio, f"≥ {TARGET}",
+        ratio >= TARGET, f"{torch.cuda.get_device_name(0)}; {steps} steps, batch 2, rank 4, random weights, gradient "
+        f"checkpointing off; cache off: {uncached:.2f} steps/s, caching gave {ours / uncached:.2f}×",
     ))
     return results
