@@ -147,6 +147,38 @@ def _resume_point(
     return latest
 
 
+def _accelerator(config: TrainConfig, device_preference: str | None, log: Callable[[str], None]) -> tuple[Any, ...]:
+    """(accelerator, mixed precision actually used, dtype of the frozen weights) for a run on this machine."""
+    import torch
+    from accelerate import Accelerator
+
+    from .pipelines import resolve_device
+
+    device = resolve_device(device_preference)
+    mixed = config.mixed_precision if device.startswith("cuda") else "no"
+    if mixed != config.mixed_precision:
+        log(f"mixed precision {config.mixed_precision} needs a CUDA GPU; training in full precision on {device}")
+    _reset_accelerate()
+    accelerator = Accelerator(
+        mixed_precision=mixed, gradient_accumulation_steps=config.gradient_accumulation, cpu=device == "cpu"
+    )
+    return accelerator, mixed, {"fp16": torch.float16, "bf16": torch.bfloat16}.get(mixed, torch.float32)
+
+
+def _lr_scheduler(config: TrainConfig, optimizer: Any, accelerator: Any) -> Any:
+    from diffusers.optimization import get_scheduler
+
+    scheduler_name = config.lr_scheduler
+    if scheduler_name == "constant" and config.lr_warmup_steps:
+        scheduler_name = "constant_with_warmup"  # plain "constant" would silently ignore the warmup
+    return get_scheduler(
+        scheduler_name,
+        optimizer=optimizer,
+        num_warmup_steps=config.lr_warmup_steps * accelerator.num_processes,
+        num_training_steps=config.steps * accelerator.num_processes,
+    )
+
+
 def _setup(
     base_model: str,
     kind: str,
@@ -157,24 +189,14 @@ def _setup(
 ) -> LoadedRun:
     # The training stack is heavy and only a training job needs it.
     import torch
-    from accelerate import Accelerator
     from diffusers import DDPMScheduler
-    from diffusers.optimization import get_scheduler
     from diffusers.training_utils import cast_training_params
     from peft import LoraConfig
 
     from .optim import build_optimizer, text_encoder_lora_targets, unet_lora_targets
-    from .pipelines import load_pipeline, resolve_device
+    from .pipelines import load_pipeline
 
-    device = resolve_device(device_preference)
-    mixed = config.mixed_precision if device.startswith("cuda") else "no"
-    if mixed != config.mixed_precision:
-        log(f"mixed precision {config.mixed_precision} needs a CUDA GPU; training in full precision on {device}")
-    _reset_accelerate()
-    accelerator = Accelerator(
-        mixed_precision=mixed, gradient_accumulation_steps=config.gradient_accumulation, cpu=device == "cpu"
-    )
-    weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(mixed, torch.float32)
+    accelerator, mixed, weight_dtype = _accelerator(config, device_preference, log)
     pipe = load_pipeline(
         base_model, kind=kind, source_type=source_type, device=str(accelerator.device), dtype=weight_dtype
     )
@@ -214,15 +236,7 @@ def _setup(
         params = params + te_params
     optimizer = build_optimizer(config.optimizer, groups, weight_decay=config.weight_decay,
                                 device=str(accelerator.device))
-    scheduler_name = config.lr_scheduler
-    if scheduler_name == "constant" and config.lr_warmup_steps:
-        scheduler_name = "constant_with_warmup"  # plain "constant" would silently ignore the warmup
-    lr_scheduler = get_scheduler(
-        scheduler_name,
-        optimizer=optimizer,
-        num_warmup_steps=config.lr_warmup_steps * accelerator.num_processes,
-        num_training_steps=config.steps * accelerator.num_processes,
-    )
+    lr_scheduler = _lr_scheduler(config, optimizer, accelerator)
     unet_prepared, optimizer, lr_scheduler = accelerator.prepare(unet, optimizer, lr_scheduler)
     down = 2 ** (len(unet.config.block_out_channels) - 1)
     return LoadedRun(
@@ -266,24 +280,14 @@ def _setup_flux(
 ) -> LoadedRun:
     """Load a Flux pipeline and put a LoRA on its transformer's attention, following diffusers' Flux recipe."""
     import torch
-    from accelerate import Accelerator
-    from diffusers.optimization import get_scheduler
     from diffusers.training_utils import cast_training_params
     from peft import LoraConfig
 
     from .families.flux import TRANSFORMER_ATTENTION
     from .optim import build_optimizer
-    from .pipelines import load_pipeline, resolve_device
+    from .pipelines import load_pipeline
 
-    device = resolve_device(device_preference)
-    mixed = config.mixed_precision if device.startswith("cuda") else "no"
-    if mixed != config.mixed_precision:
-        log(f"mixed precision {config.mixed_precision} needs a CUDA GPU; training in full precision on {device}")
-    _reset_accelerate()
-    accelerator = Accelerator(
-        mixed_precision=mixed, gradient_accumulation_steps=config.gradient_accumulation, cpu=device == "cpu"
-    )
-    weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(mixed, torch.float32)
+    accelerator, mixed, weight_dtype = _accelerator(config, device_preference, log)
     pipe = load_pipeline(base_model, kind="flux", source_type=source_type, device=str(accelerator.device),
                          dtype=weight_dtype)
     for name in ("vae", "text_encoder", "text_encoder_2", "transformer"):
@@ -302,12 +306,7 @@ def _setup_flux(
     params = [p for p in transformer.parameters() if p.requires_grad]
     optimizer = build_optimizer(config.optimizer, [{"params": params, "lr": config.learning_rate}],
                                 weight_decay=config.weight_decay, device=str(accelerator.device))
-    scheduler_name = config.lr_scheduler
-    if scheduler_name == "constant" and config.lr_warmup_steps:
-        scheduler_name = "constant_with_warmup"
-    lr_scheduler = get_scheduler(scheduler_name, optimizer=optimizer,
-                                 num_warmup_steps=config.lr_warmup_steps * accelerator.num_processes,
-                                 num_training_steps=config.steps * accelerator.num_processes)
+    lr_scheduler = _lr_scheduler(config, optimizer, accelerator)
     prepared, optimizer, lr_scheduler = accelerator.prepare(transformer, optimizer, lr_scheduler)
     return LoadedRun(
         accelerator=accelerator,
