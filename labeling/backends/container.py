@@ -18,6 +18,7 @@ IMAGINEER_LABEL_IMAGE_DIGEST): it is verified before every batch and a mismatch 
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
@@ -216,6 +217,26 @@ def _tar_entry(name: str, size: int, mode: int) -> tarfile.TarInfo:
     return info
 
 
+@contextlib.contextmanager
+def _unpadded_tar(handle):
+    """A tar written to `handle` that ends right after its end-of-archive marker (two zero blocks).
+
+    Python pads a tar with zero blocks up to a 10 KiB record. Podman's archive endpoint pipes the
+    upload into an extractor that stops reading at the marker, so that padding may be written into
+    a closed pipe: a spurious 500 "passing bulk input to subprocess: write |1: broken pipe"
+    (containers/buildah#6573). Without the padding there is nothing left to write when it stops.
+    """
+    start = handle.tell()
+    tar = tarfile.open(fileobj=handle, mode="w", format=tarfile.GNU_FORMAT)
+    try:
+        yield tar
+    finally:
+        tar.close()
+    # close() counted the entries and the two end blocks in `offset`, then wrote the padding.
+    handle.truncate(start + tar.offset)
+    handle.seek(start + tar.offset)
+
+
 class ContainerBackend:
     name = "claude-docker"
 
@@ -357,11 +378,12 @@ class ContainerBackend:
             shutil.rmtree(batch_dir, ignore_errors=True)
         return fill_missing(images, outcomes, LabelError("no outcome for this image", ERROR_BACKEND))
 
-    def _pack(self, images: list[ImageInput], archive: Path, outcomes: dict[int, LabelOutcome]) -> list[ImageInput]:
+    @staticmethod
+    def _pack(images: list[ImageInput], archive: Path, outcomes: dict[int, LabelOutcome]) -> list[ImageInput]:
         """Write the readable images into one tar (0600), named by their keys; the rest fail alone."""
         staged = []
         fd = os.open(archive, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as handle, tarfile.open(fileobj=handle, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        with os.fdopen(fd, "wb") as handle, _unpadded_tar(handle) as tar:
             for image in images:
                 try:
                     source = open(image.path, "rb")  # noqa: SIM115 - closed just below
@@ -379,7 +401,7 @@ class ContainerBackend:
     def _credentials_tar(files: dict[str, bytes]) -> bytes:
         # Built in memory: the credentials are never written to this machine's disk.
         buffer = io.BytesIO()
-        with tarfile.open(fileobj=buffer, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        with _unpadded_tar(buffer) as tar:
             for name, data in files.items():
                 tar.addfile(_tar_entry(name, len(data), 0o444), io.BytesIO(data))
         return buffer.getvalue()

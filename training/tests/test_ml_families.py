@@ -278,7 +278,7 @@ def test_flux_flow_matching_steps_lower_the_loss_and_export_to_comfys_key_map(ti
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
-        losses.append(float(loss))
+        losses.append(loss.item())
     assert losses[-1] < losses[0]
 
     exported = flux_train.to_comfy(get_peft_model_state_dict(pipe.transformer), alpha=2)
