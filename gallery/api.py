@@ -66,13 +66,30 @@ class ImageOut(Schema):
         return obj.download_url()
 
 
-def _label_summary(obj: Image) -> dict:
-    """The image's tags and training caption from labeling's hook, read once per image object."""
+def _attach_label_summaries(images: list[Image]) -> list[Image]:
+    """Read the tags and training captions of a page of images in one call of labeling's hook."""
     from . import hooks
 
+    summaries = hooks.image_label_summaries([image.pk for image in images]) if hooks.image_label_summaries else {}
+    for image in images:
+        image._label_summary = summaries.get(image.pk, {})
+    return images
+
+
+def _label_summary(obj: Image) -> dict:
+    """The image's tags and training caption (read for this image alone unless its page attached them)."""
     if not hasattr(obj, "_label_summary"):
-        obj._label_summary = hooks.image_label_summary(obj) if hooks.image_label_summary else {}
+        _attach_label_summaries([obj])
     return obj._label_summary
+
+
+class ImagePagination(Pagination):
+    """limit/offset pages whose images carry their labels, read for the whole page at once."""
+
+    def paginate_queryset(self, queryset, pagination, request, **params):
+        page = super().paginate_queryset(queryset, pagination, request, **params)
+        page[self.items_attribute] = _attach_label_summaries(list(page[self.items_attribute]))
+        return page
 
 
 class UploadOut(Schema):
@@ -121,7 +138,7 @@ def _album(request, pk: int, *, edit: bool = False) -> Album:
 
 
 @router.get("/images", response=list[ImageOut], summary="Images you can see, newest first")
-@paginate(Pagination)
+@paginate(ImagePagination)
 def list_images(request, mine: bool = False, album: int | None = None, source: str = "", q: str = ""):
     qs = _album(request, album).images_visible_to(request.user) if album else Image.objects.visible_to(request.user)
     qs = qs.select_related("owner").order_by("-pk")

@@ -28,11 +28,12 @@ bulk_actions: list[tuple[str, str]] = []
 # hook(image=, alt=, title=). Labeling registers one that keeps them as labels with source "scraper".
 found_text_hooks: list[Callable[..., Any]] = []
 
-# Function image -> {"tags": [...], "training_caption": "..."} for the image's JSON in the API; labeling
-# sets it (an image's labels are labeling's, but API clients want them with the image).
-image_label_summary: Callable[[Any], dict] | None = None
+# Function [image ids] -> {image id: {"tags": [...], "training_caption": "..."}} for the images' JSON in the
+# API, one call per page; labeling sets it (an image's labels are labeling's, but API clients want them
+# with the image).
+image_label_summaries: Callable[[list[int]], dict[int, dict]] | None = None
 
 
-def set_image_label_summary(func: Callable[[Any], dict]) -> None:
-    global image_label_summary
-    image_label_summary = func
+def set_image_label_summaries(func: Callable[[list[int]], dict[int, dict]]) -> None:
+    global image_label_summaries
+    image_label_summaries = func

@@ -22,9 +22,9 @@ class LabelingConfig(AppConfig):
             .values("image_id")
         )
         hooks.detail_panels.append(("labeling/_labels_panel.html", labels_panel))
-        from .selectors import image_label_summary
+        from .selectors import image_label_summaries
 
-        hooks.set_image_label_summary(image_label_summary)
+        hooks.set_image_label_summaries(image_label_summaries)
         hooks.bulk_actions.append(("Label selected", "labeling:job_start"))
         # A scrape's alt text and title become captions with source "scraper" (pending review).
         from .services import label_add_scraped

@@ -41,10 +41,10 @@ def training_captions(image_ids: list[int], *, fallback: str = "", append_tags: 
     return captions
 
 
-def image_label_summary(image) -> dict:
-    """An image's usable tags and its training caption, for the image's JSON in the API."""
-    caption, tags = caption_parts([image.pk])[image.pk]
-    return {"tags": tags, "training_caption": caption or ", ".join(tags)}
+def image_label_summaries(image_ids: list[int]) -> dict[int, dict]:
+    """Each image's usable tags and training caption, for the images' JSON in the API. One query."""
+    return {image_id: {"tags": tags, "training_caption": caption or ", ".join(tags)}
+            for image_id, (caption, tags) in caption_parts(image_ids).items()}
 
 
 def album_training_captions(album, image_ids: list[int], *, append_tags: bool = False) -> dict[int, str]:

@@ -143,3 +143,26 @@ def test_the_labeling_api_is_in_the_openapi_schema(client, auth):
         assert methods <= set(paths[path]), path
     image_schema = schema["components"]["schemas"]["ImageOut"]["properties"]
     assert {"tags", "training_caption"} <= set(image_schema)
+
+
+def test_a_page_of_images_reads_their_labels_in_one_query(client, auth, user, ingest):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    def label_queries(count: int) -> tuple[int, list[dict]]:
+        with CaptureQueriesContext(connection) as queries:
+            response = client.get("/api/images", {"limit": count}, **auth)
+        assert response.status_code == 200
+        return sum('"labeling_label"' in q["sql"] for q in queries.captured_queries), response.json()["items"]
+
+    images = [ingest(user, image_bytes("PNG", seed=10 + n), filename=f"{n}.png") for n in range(6)]
+    for n, image in enumerate(images):
+        Label.objects.create(image=image, kind=LabelKind.TAG, value=f"tag {n}", source="tagger",
+                             review_state=ReviewState.APPROVED)
+
+    one, _ = label_queries(1)
+    six, items = label_queries(6)
+
+    assert one == six == 1
+    # Each image still carries its own labels, not a neighbour's.
+    assert {item["id"]: item["tags"] for item in items} == {image.pk: [f"tag {n}"] for n, image in enumerate(images)}
