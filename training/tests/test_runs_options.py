@@ -119,11 +119,16 @@ def test_train_lora_takes_options_and_refuses_bad_ones(run_album):
     BaseModel.objects.create(name="gone", source="base/gone", kind="sd15", source_type="folder", is_default=True)
     with pytest.raises(CommandError, match="Noise offset must be at most 1"):
         call_command("train_lora", "--album", "Shapes", "--noise-offset", "3", "--inline")
+    with pytest.raises(CommandError, match="Caption dropout must be at most 1"):
+        call_command("train_lora", "--album", "Shapes", "--caption-dropout", "1.5", "--inline")
     with pytest.raises(CommandError):  # the base model is not there: the run fails, after storing the options
         call_command("train_lora", "--album", "Shapes", "--steps", "1", "--optimizer", "adafactor",
                      "--lora-modules", "locon", "--train-text-encoder", "--trigger-word", "zqx", "--clip-skip", "2",
-                     "--no-cache", "--inline", stdout=io.StringIO())
+                     "--no-cache", "--caption-dropout", "0.25", "--no-random-flip", "--center-crop",
+                     "--no-gradient-checkpointing", "--sample-every", "0", "--inline", stdout=io.StringIO())
     run = TrainingRun.objects.get()
+    assert (run.caption_dropout, run.random_flip, run.center_crop, run.gradient_checkpointing, run.sample_every) == (
+        0.25, False, True, False, 0)
     assert (run.options["optimizer"], run.options["lora_modules"], run.options["train_text_encoder"]) == (
         "adafactor", "locon", True)
     assert (run.options["trigger_word"], run.options["clip_skip"], run.options["cache"]) == ("zqx", 2, False)

@@ -1,3 +1,5 @@
+import argparse
+
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
@@ -43,6 +45,16 @@ class Command(BaseCommand):
         parser.add_argument("--seed", type=int)
         parser.add_argument("--mixed-precision", choices=["no", "fp16", "bf16"])
         parser.add_argument("--checkpoint-every", type=int)
+        parser.add_argument("--sample-every", type=int, help="Render a sample image every N steps (0: never).")
+        parser.add_argument("--sample-prompt", help="Prompt of the samples (default: the first caption).")
+        parser.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=None,
+                            help="Trade speed for memory (default: on for SDXL and Flux).")
+        data = parser.add_argument_group("data")
+        data.add_argument("--caption-dropout", type=float, help="Share of captions replaced by empty text (0–1).")
+        data.add_argument("--random-flip", action=argparse.BooleanOptionalAction, default=None,
+                          help="Mirror images at random.")
+        data.add_argument("--center-crop", action=argparse.BooleanOptionalAction, default=None,
+                          help="Crop to the centre instead of at random.")
         opts = parser.add_argument_group("trainer options (see the Advanced section of the new-run page)")
         opts.add_argument("--optimizer", choices=[v for v, _ in OPTIMIZER_CHOICES],
                           help="adamw8bit needs a CUDA worker with bitsandbytes; prodigy wants --lr 1.")
@@ -81,7 +93,8 @@ class Command(BaseCommand):
             call_command("build_tiny_model", if_missing=True, stdout=self.stdout)
         params = {key: options[key] for key in ("steps", "epochs", "batch_size", "learning_rate", "rank", "alpha",
                                                 "resolution", "seed", "mixed_precision", "checkpoint_every",
-                                                *OPTION_NAMES)}
+                                                "sample_every", "sample_prompt", "gradient_checkpointing",
+                                                "caption_dropout", "random_flip", "center_crop", *OPTION_NAMES)}
         try:
             run = run_create(owner=owner, album_ids=[a.pk for a in albums], params=params, name=options["name"],
                              base_model=options["base_model"], enqueue=not options["inline"])
