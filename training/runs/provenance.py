@@ -54,6 +54,27 @@ def read_safetensors_metadata(path: Path) -> dict[str, str]:
     return dict(header.get("__metadata__") or {})
 
 
+def _stamped_header(header_bytes: bytes, extra: Mapping[str, str]) -> bytes:
+    """The length prefix and JSON header of a safetensors file, with `extra` added to its ``__metadata__``."""
+    header = json.loads(header_bytes)
+    metadata = dict(header.get("__metadata__") or {})
+    metadata.update({str(k): str(v) for k, v in extra.items()})
+    header["__metadata__"] = metadata
+    raw = json.dumps(header, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    raw += b" " * (-len(raw) % 8)  # keep the tensor data 8-byte aligned, as writers do
+    return struct.pack("<Q", len(raw)) + raw
+
+
+def stamp_safetensors_bytes(data: bytes, extra: Mapping[str, str]) -> bytes:
+    """`stamp_safetensors_metadata` for a file held in memory."""
+    if len(data) < 8:
+        raise ValueError("not a safetensors file: too short")
+    (size,) = struct.unpack("<Q", data[:8])
+    if size > MAX_HEADER_BYTES or 8 + size > len(data):
+        raise ValueError("not a safetensors file: bad header length")
+    return _stamped_header(data[8:8 + size], extra) + data[8 + size:]
+
+
 def stamp_safetensors_metadata(path: Path, extra: Mapping[str, str]) -> None:
     """Add string entries to a safetensors file's ``__metadata__``; the tensors are copied byte for byte.
 
@@ -65,16 +86,10 @@ def stamp_safetensors_metadata(path: Path, extra: Mapping[str, str]) -> None:
         (size,) = struct.unpack("<Q", src.read(8))
         if size > MAX_HEADER_BYTES:
             raise ValueError(f"{path.name}: the safetensors header is too large")
-        header = json.loads(src.read(size))
-        metadata = dict(header.get("__metadata__") or {})
-        metadata.update({str(k): str(v) for k, v in extra.items()})
-        header["__metadata__"] = metadata
-        raw = json.dumps(header, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-        raw += b" " * (-len(raw) % 8)  # keep the tensor data 8-byte aligned, as writers do
+        raw = _stamped_header(src.read(size), extra)
         tmp = path.with_name(f".{path.name}.stamp")
         try:
             with open(tmp, "wb") as dst:
-                dst.write(struct.pack("<Q", len(raw)))
                 dst.write(raw)
                 shutil.copyfileobj(src, dst, 1024 * 1024)
             os.replace(tmp, path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -60,6 +61,13 @@ def test_a_kept_checkpoint_registers_a_lora_whose_files_load(finished_run, tiny_
     assert lora.kohya_file.endswith("/lora/step-000002/pick-a-step-step-2.safetensors")
     assert services.lora_from_checkpoint(run=run, step=2) == lora  # once per step
     final = LoraModel.objects.get(training_run=run)
+    # Both copies carry the run's source summary, as the final LoRA does, and their hashes are of what is stored.
+    from training.runs.provenance import METADATA_KEY, read_safetensors_metadata
+
+    summary = read_safetensors_metadata(_stored(final.kohya_file))[METADATA_KEY]
+    for key, sha in ((lora.diffusers_file, lora.diffusers_sha256), (lora.kohya_file, lora.kohya_sha256)):
+        assert read_safetensors_metadata(_stored(key))[METADATA_KEY] == summary
+        assert hashlib.sha256(_stored(key).read_bytes()).hexdigest() == sha
 
     prune_checkpoints(run, keep=1)  # the registered files are copies: pruning leaves them
     assert services.stored_checkpoints(run) == [4]

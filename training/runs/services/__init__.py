@@ -241,6 +241,8 @@ def lora_from_checkpoint(*, run: TrainingRun, step: int) -> LoraModel:
     from imagineer.artifacts import artifact_exists, artifact_open, artifact_save
     from training.ml.trainer import CHECKPOINT_KOHYA, DIFFUSERS_WEIGHTS  # plain names; no heavy imports there
 
+    from ..provenance import sources_metadata, stamp_safetensors_bytes
+
     existing = LoraModel.objects.filter(checkpoint_of=run, checkpoint_step=step).first()
     if existing is not None:
         return existing
@@ -260,6 +262,8 @@ def lora_from_checkpoint(*, run: TrainingRun, step: int) -> LoraModel:
             raise RunStateError(f"The checkpoint at step {step} has no LoRA file.")
         with artifact_open(key) as handle:
             data = handle.read()
+        # The same summary of its sources as the run's final LoRA carries (checkpoints are written without it).
+        data = stamp_safetensors_bytes(data, sources_metadata(run.dataset or []))
         copies[kind] = (artifact_save(f"{target}/{stored_as}", data), hashlib.sha256(data).hexdigest())
     name = base
     for attempt in range(2, 50):
