@@ -447,11 +447,18 @@ def mode_inputs(job: GenerationJob) -> dict:
 
 def a1111_mode_fields(job: GenerationJob) -> dict:
     """The fields A1111 writes for img2img/inpainting and hires fix, in its names."""
+    import hashlib
+
     fields: dict = {}
     if job.mode in ("img2img", "inpaint") and job.strength is not None:
         fields["Denoising strength"] = f"{job.strength:g}"
+    if job.mode in ("img2img", "inpaint") and job.source_image is not None and job.source_image.sha256:
+        # Which picture it started from, by content (an id means nothing on another server): sha256, 10 digits.
+        fields["Init image hash"] = job.source_image.sha256[:10]
     if job.mode == "inpaint":
         fields["Mask blur"] = 0
+        if job.mask_png:
+            fields["Mask hash"] = hashlib.sha256(bytes(job.mask_png)).hexdigest()[:10]
     if hires_enabled(job.hires_scale):
         fields["Denoising strength"] = f"{job.hires_strength:g}"
         fields["Hires upscale"] = f"{job.hires_scale:g}"

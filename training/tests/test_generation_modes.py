@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import re
 
@@ -126,6 +127,9 @@ def test_img2img_records_its_source_and_strength_in_png_metadata_and_lineage(wor
     params = parse_a1111_parameters(read_png_parameters(file_bytes(image)))
 
     assert params["fields"]["Denoising strength"] == "0.5" and (params["width"], params["height"]) == (32, 32)
+    # The file itself names its source by content: the hash of the source file's bytes.
+    assert params["fields"]["Init image hash"] == hashlib.sha256(file_bytes(source)).hexdigest()[:10]
+    assert "Mask hash" not in params["fields"]
     assert image.source_detail["mode"] == "img2img" and image.source_detail["source_image"] == source.pk
     html = user_client.get(image.get_absolute_url()).content.decode()
     assert "Image to image" in html and f"Image {source.pk}" in html and "Denoising strength" in html
@@ -159,6 +163,8 @@ def test_inpainting_keeps_the_unmasked_pixels_of_the_source(worker_db, user, bas
     assert np.abs(out - original)[inside].mean() > 10
     params = parse_a1111_parameters(read_png_parameters(file_bytes(image)))
     assert params["fields"]["Denoising strength"] == "1" and image.source_detail["masked"] is True
+    assert params["fields"]["Init image hash"] == hashlib.sha256(file_bytes(source)).hexdigest()[:10]
+    assert params["fields"]["Mask hash"] == hashlib.sha256(_mask()).hexdigest()[:10]
 
 
 def test_hires_fix_outputs_the_upscaled_size_and_records_a1111_hires_fields(worker_db, user, base_model):
