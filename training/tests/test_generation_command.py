@@ -65,3 +65,44 @@ def test_a_failed_generation_exits_non_zero(transactional_db, user, base_model):
     with pytest.raises(CommandError, match="failed: Could not load the model"):
         _run("x", "--owner", "alice", "--inline", *FAST_ARGS)
     assert GenerationJob.objects.get().status == JobStatus.FAILED
+
+
+@pytest.mark.slow
+def test_it_inpaints_a_gallery_image_with_a_mask_file_and_runs_a_hires_fix(transactional_db, user, other_user,
+                                                                           base_model, ingest, tmp_path):
+    from PIL import Image, ImageDraw
+
+    from imagineer.testing import image_bytes
+
+    source = ingest(user, image_bytes("PNG", seed=3, size=(32, 32)), filename="source.png")
+    theirs = ingest(other_user, image_bytes("PNG", seed=4, size=(32, 32)), filename="theirs.png")
+    mask = Image.new("L", (32, 32), 0)
+    ImageDraw.Draw(mask).rectangle((8, 8, 23, 23), fill=255)
+    mask.save(tmp_path / "mask.png")
+
+    output = _run("a red square", "--owner", "alice", "--init-image", str(source.pk), "--mask",
+                  str(tmp_path / "mask.png"), "--strength", "0.8", "--seed", "2", "--inline", *FAST_ARGS)
+
+    job = GenerationJob.objects.get()
+    assert job.status == JobStatus.SUCCEEDED, job.error
+    assert (job.mode, job.source_image, job.strength) == ("inpaint", source, 0.8)
+    path = Path(next(line for line in output.splitlines() if line.startswith("image ")).split(": ", 1)[1])
+    params = parse_a1111_parameters(read_png_parameters(path.read_bytes()))
+    assert params["fields"]["Denoising strength"] == "0.8" and "Mask hash" in params["fields"]
+
+    output = _run("a red square", "--owner", "alice", "--hires-scale", "2", "--hires-steps", "1",
+                  "--hires-strength", "0.5", "--seed", "2", "--inline", *FAST_ARGS)
+    hires = GenerationJob.objects.latest("pk")
+    assert hires.status == JobStatus.SUCCEEDED and (hires.mode, hires.hires_scale) == ("txt2img", 2.0)
+    path = Path(next(line for line in output.splitlines() if line.startswith("image ")).split(": ", 1)[1])
+    params = parse_a1111_parameters(read_png_parameters(path.read_bytes()))
+    assert params["fields"]["Hires upscale"] == "2" and params["fields"]["Denoising strength"] == "0.5"
+
+    # Another user's private image, a missing mask file, and a strength without a source are refused.
+    for args, message in ((["--init-image", str(theirs.pk)], f"no image #{theirs.pk} that you may use"),
+                          (["--init-image", str(source.pk), "--mask", str(tmp_path / "none.png")], "--mask"),
+                          (["--strength", "0.5"], "--strength needs --init-image"),
+                          (["--mask", str(tmp_path / "mask.png")], "--mask needs --init-image")):
+        with pytest.raises(CommandError, match=message):
+            _run("x", "--owner", "alice", *args, *FAST_ARGS)
+    assert GenerationJob.objects.count() == 2

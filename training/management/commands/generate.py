@@ -1,3 +1,5 @@
+from pathlib import Path
+
 from django.core.files.storage import default_storage
 from django.core.management.base import BaseCommand, CommandError
 
@@ -25,7 +27,8 @@ def _lora_argument(value: str) -> LoraChoice:
 
 class Command(BaseCommand):
     help = (
-        "Generate images from a text prompt with a base model and LoRAs. The images go to the owner's gallery "
+        "Generate images from a text prompt with a base model and LoRAs (img2img from a gallery image with "
+        "--init-image, inpainting with --mask, hires fix with --hires-scale). The images go to the owner's gallery "
         "(private, with A1111 'parameters' metadata). Without --wait or --inline the job is only queued. "
         "Prints the created image ids and file paths; exit status is non-zero when the generation failed."
     )
@@ -46,6 +49,17 @@ class Command(BaseCommand):
         parser.add_argument("--guidance", type=float, metavar="F", help="CFG scale (default 7).")
         parser.add_argument("--owner", metavar="USERNAME",
                             help="Whose gallery receives the images (default: the only user, else the only superuser).")
+        modes = parser.add_argument_group("image to image, inpainting and hires fix")
+        modes.add_argument("--init-image", type=int, metavar="IMAGE_ID",
+                           help="img2img from this gallery image (one the owner can see).")
+        modes.add_argument("--mask", metavar="PNG",
+                           help="With --init-image: inpaint where this mask PNG is white (the source's size).")
+        modes.add_argument("--strength", type=float, metavar="F",
+                           help="How far from the source: 0 keeps it, 1 ignores it (default 0.75).")
+        modes.add_argument("--hires-scale", type=float, metavar="F",
+                           help="Hires fix: upscale by F after the first pass and denoise again (1: off).")
+        modes.add_argument("--hires-steps", type=int, metavar="N", help="Steps of the second pass (0: as --steps).")
+        modes.add_argument("--hires-strength", type=float, metavar="F", help="Denoising of the second pass.")
         add_run_mode_arguments(parser)
 
     def _owner(self, username: str | None):
@@ -54,13 +68,26 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         owner = self._owner(options["owner"])
         loras = [_lora_argument(value) for value in options["lora"]]
+        mask_png = None
+        if options["mask"]:
+            if options["init_image"] is None:
+                raise CommandError("--mask needs --init-image: the picture to inpaint.")
+            try:
+                mask_png = Path(options["mask"]).read_bytes()
+            except OSError as exc:
+                raise CommandError(f"--mask {options['mask']}: {exc.strerror or exc}.") from exc
+        mode = "txt2img" if options["init_image"] is None else ("inpaint" if mask_png else "img2img")
+        if options["strength"] is not None and mode == "txt2img":
+            raise CommandError("--strength needs --init-image.")
         try:
             job = generation_create(
                 user=owner, prompt=options["prompt"], negative_prompt=options["negative"],
                 base_model=options["base_model"], loras=loras, scheduler=options["scheduler"],
                 steps=options["steps"], guidance_scale=options["guidance"], seed=options["seed"],
                 width=options["width"], height=options["height"], count=options["count"],
-                enqueue=not options["inline"],
+                mode=mode, source_image=options["init_image"], mask_png=mask_png, strength=options["strength"],
+                hires_scale=options["hires_scale"], hires_steps=options["hires_steps"],
+                hires_strength=options["hires_strength"], enqueue=not options["inline"],
             )
         except (GenerationInputError, QuotaExceeded, QueueUnavailable) as exc:
             raise CommandError(str(exc)) from exc
