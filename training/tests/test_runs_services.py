@@ -214,6 +214,13 @@ def test_cleanup_keeps_the_last_checkpoints_and_removes_expired_and_orphan_files
         _checkpoints(run, [1, 2, 3, 4])
     artifact_save("runs/999999/train.log", b"a run that no longer exists")  # an orphan in storage
     _age(Path(storages["artifacts"].path("runs/999999/train.log")), 3600)
+    # Evaluation grid images: one whose grid row was deleted (removed), one of a grid that exists (kept).
+    from training.models import EvaluationGrid
+
+    grid = EvaluationGrid.objects.create(owner=user, run=done, base_model=done.base_model, title="g", prompts=["x"])
+    for pk in (grid.pk, grid.pk + 1000):
+        artifact_save(f"grids/{pk}/grid.png", b"png")
+        _age(Path(storages["artifacts"].path(f"grids/{pk}/grid.png")), 3600)
     # This machine's scratch folders: a dead worker's (gone) and a running job's (kept).
     for run in (done, running):
         run.run_dir.mkdir(parents=True)
@@ -232,12 +239,15 @@ def test_cleanup_keeps_the_last_checkpoints_and_removes_expired_and_orphan_files
     assert stored_checkpoints(new_failed) == [3, 4]
     assert stored_checkpoints(running) == [1, 2, 3, 4]  # its trainer prunes
     assert artifact_list(f"runs/{old_failed.pk}") == [] and artifact_list("runs/999999") == []
+    assert artifact_list(f"grids/{grid.pk}") == [f"grids/{grid.pk}/grid.png"]
+    assert artifact_list(f"grids/{grid.pk + 1000}") == []
     assert not done.run_dir.exists() and running.run_dir.exists()
     assert sorted(p.name for p in datasets.iterdir()) == [f"run-{running.pk}-dataset"]
     record = MaintenanceRun.objects.get(name="cleanup_training")
     assert record.outcome == "succeeded"
     assert record.counts["checkpoints_removed"] == 4 and record.counts["failed_runs_cleaned"] == 1
     assert record.counts["orphan_run_dirs"] == 2 and record.counts["temp_datasets_removed"] == 2
+    assert record.counts["orphan_grid_dirs"] == 1
 
 
 def test_the_snapshot_takes_only_album_images_the_user_may_see(user, other_user, other_client, make_run_album,

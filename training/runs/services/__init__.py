@@ -313,13 +313,13 @@ def _size(path: Path) -> int:
 
 def training_cleanup(*, now=None, dry_run: bool = False) -> dict[str, int]:
     """Keep the last TRAIN_KEEP_CHECKPOINTS stored checkpoints of every idle run, delete the stored files of failed
-    runs older than TRAIN_FAILED_RETENTION_DAYS, remove stored run folders no run owns, and on this machine the
+    runs older than TRAIN_FAILED_RETENTION_DAYS, remove stored run and grid folders no row owns, and on this machine the
     scratch folders and temporary datasets no running job owns (a killed worker leaves them behind)."""
     from imagineer.artifacts import artifact_list, artifact_storage
 
     now = now or timezone.now()
-    counts = {"checkpoints_removed": 0, "failed_runs_cleaned": 0, "orphan_run_dirs": 0, "temp_datasets_removed": 0,
-              "bytes_freed": 0}
+    counts = {"checkpoints_removed": 0, "failed_runs_cleaned": 0, "orphan_run_dirs": 0, "orphan_grid_dirs": 0,
+              "temp_datasets_removed": 0, "bytes_freed": 0}
     keep = settings.TRAIN_KEEP_CHECKPOINTS
     storage = artifact_storage()
 
@@ -355,6 +355,20 @@ def training_cleanup(*, now=None, dry_run: bool = False) -> dict[str, int]:
             run = TrainingRun(pk=pk)
             for step in stored_checkpoints(run)[:-keep]:
                 remove_stored(checkpoint_prefix(run, step), "checkpoints_removed")
+    # Evaluation grids' images whose grid is gone (deleted in the admin, or with its run or owner).
+    from ...models import EvaluationGrid
+
+    known_grids = set(EvaluationGrid.objects.values_list("pk", flat=True))
+    try:
+        stored_grids, _ = storage.listdir("grids")
+    except FileNotFoundError:
+        stored_grids = []
+    for name in sorted(stored_grids):
+        if name.isdigit() and int(name) in known_grids:
+            continue
+        keys = artifact_list(f"grids/{name}")
+        if keys and (now - max(storage.get_modified_time(k) for k in keys)).total_seconds() > 300:
+            remove_stored(f"grids/{name}", "orphan_grid_dirs")
     # This machine's scratch folders of runs it is not running now (everything in them is in storage).
     scratch = Path(settings.WORK_DIR) / "runs"
     running_here = set(TrainingRun.objects.filter(status=JobStatus.RUNNING).values_list("pk", flat=True))
