@@ -69,6 +69,16 @@
         if (resolution.value === "" || (previous && String(previous.size) === resolution.value)) {
           resolution.value = next.size;
         }
+        // The family's precision and memory defaults (SDXL and Flux: bf16 with gradient checkpointing),
+        // unless the user changed them from what the previous model suggested.
+        var precision = form.elements.namedItem("mixed_precision");
+        if (precision && previous && precision.value === previous.mixed_precision) {
+          precision.value = next.mixed_precision;
+        }
+        var checkpointing = form.elements.namedItem("gradient_checkpointing");
+        if (checkpointing && previous && checkpointing.checked === previous.gradient_checkpointing) {
+          checkpointing.checked = next.gradient_checkpointing;
+        }
         if (previous && presetSelect.value === previous.preset && next.preset !== previous.preset) {
           presetSelect.value = next.preset;
           // Fill the preset's values the way choosing it by hand does.

@@ -78,12 +78,14 @@ class RunForm(forms.Form):
         self.fields["albums"].choices = [(a.pk, self._album_label(a, user)) for a in self.album_rows]
         self.sample_prompts = dict(sample_prompts or {})
         self.model_sizes: dict[str, int] = {}
+        self.model_kinds: dict[str, str] = {}
         default = None
         if base_models is not None:
             self.fields["base_model"].queryset = base_models
             default = base_models.filter(is_default=True).first() or base_models.first()
             self.fields["base_model"].initial = default.name if default else None
             self.model_sizes = {m.name: m.native_size for m in base_models}
+            self.model_kinds = {m.name: m.kind for m in base_models}
         # The defaults suit the default model: its own size, and a preset it trains in reasonable time.
         preset = suggested_preset_for(default.native_size if default else None)
         self.fields["preset"].initial = preset

@@ -26,7 +26,7 @@ from ..models import LoraModel, TrainingRun
 from . import estimates, selectors, services
 from .dataset_check import check_run, check_snapshot
 from .forms import LoraEditForm, RunForm, suggested_preset_for
-from .params import PRESETS, RunInputError
+from .params import PARAMS, PRESETS, RunInputError, family_default
 
 
 def _get_run_for_user(request: HttpRequest, pk: int) -> TrainingRun:
@@ -82,10 +82,18 @@ def run_create(request: HttpRequest) -> HttpResponse:
     return redirect(run)
 
 
+def _model_defaults(size: int, kind: str) -> dict:
+    """What the create page refills when this base model is chosen (see static/js/training.js)."""
+    return {"size": size, "preset": suggested_preset_for(size),
+            "mixed_precision": family_default(kind, "mixed_precision", PARAMS["mixed_precision"].default),
+            "gradient_checkpointing": bool(family_default(kind, "gradient_checkpointing",
+                                                          PARAMS["gradient_checkpointing"].default))}
+
+
 def _render_create(request: HttpRequest, form: RunForm, status: int = 200) -> HttpResponse:
     context = {"form": form, "presets": PRESETS, "has_albums": bool(form.album_rows),
                "has_models": selectors.base_models().exists(), **_estimate_context(form, request.user),
-               "form_defaults": {"models": {name: {"size": size, "preset": suggested_preset_for(size)}
+               "form_defaults": {"models": {name: _model_defaults(size, form.model_kinds.get(name, ""))
                                             for name, size in form.model_sizes.items()},
                                  "prompts": {str(pk): prompt for pk, prompt in form.sample_prompts.items()}}}
     return render(request, "training/runs/create.html", context, status=status)

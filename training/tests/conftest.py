@@ -6,6 +6,7 @@ training step or a 32 px generation takes a few hundredths of a second.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -177,6 +178,32 @@ def registry_loras(base_model, user, other_user, xl_base, tmp_path):
     """The same registry rows as `loras`, for tests where nothing is generated (the files are never read)."""
     return _make_loras(base_model, xl_base, user, other_user, tmp_path / "final.safetensors",
                        tmp_path / "early.safetensors", store=False)
+
+
+# --- pages in a real browser (test_*_browser.py) ---------------------------------------------------------------
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+@pytest.fixture
+def page(monkeypatch):
+    """Debian's chromium through Playwright; every page error or console error (a CSP refusal) is collected."""
+    from playwright.sync_api import sync_playwright
+
+    if not Path(CHROMIUM).exists():
+        pytest.skip("chromium is not installed (scripts/setup.sh --test installs it as root)")
+    # Playwright's sync API keeps an event loop in this thread between calls; the ORM calls here are synchronous.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        context = browser.new_context(viewport={"width": 1280, "height": 900})
+        page = context.new_page()
+        page.set_default_timeout(30_000)
+        page.errors = []
+        page.on("pageerror", lambda exc: page.errors.append(str(exc)))
+        page.on("console", lambda msg: page.errors.append(msg.text) if msg.type == "error" else None)
+        yield page
+        context.close()
+        browser.close()
 
 
 # --- training runs (test_runs_*.py): their fixtures live in runs_fixtures.py -----------------------------------

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import io
-import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,29 +12,6 @@ from gallery.services import image_ingest
 from training.models import GenerationJob
 
 pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("media_root")]
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-
-
-@pytest.fixture
-def page(monkeypatch):
-    """Debian's chromium through Playwright; every page error or console error (a CSP refusal) is collected."""
-    from playwright.sync_api import sync_playwright
-
-    if not Path(CHROMIUM).exists():
-        pytest.skip("chromium is not installed (scripts/setup.sh --test installs it as root)")
-    # Playwright's sync API keeps an event loop in this thread between calls; the ORM calls here are synchronous.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
-        context = browser.new_context(viewport={"width": 1280, "height": 900})
-        page = context.new_page()
-        page.set_default_timeout(30_000)
-        page.errors = []
-        page.on("pageerror", lambda exc: page.errors.append(str(exc)))
-        page.on("console", lambda msg: page.errors.append(msg.text) if msg.type == "error" else None)
-        yield page
-        context.close()
-        browser.close()
 
 
 def test_a_mask_painted_on_the_canvas_is_sent_with_the_inpainting(live_server, page, user, base_model, redis_conn,
