@@ -318,3 +318,31 @@ def make_derivatives(data: bytes, *, thumb_size: int = 300, preview_size: int = 
         im.load()
         made, _ = _derive(im, thumb_size=thumb_size, preview_size=preview_size)
     return made
+
+
+def full_size_display(data: bytes, *, max_pixels: int) -> tuple[bytes, str]:
+    """The image at its own pixel size, re-encoded for showing inline: (bytes, content type).
+
+    Originals are never served inline (a hostile file stays a download); this is a fresh encode of the
+    decoded pixels, turned as its EXIF orientation says, first frame only, with no metadata. JPEG sources
+    become a quality-95 JPEG, everything else a PNG (lossless), so zooming to 100% shows what the file holds.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PILImage.DecompressionBombWarning)
+        im = _open(data, max_pixels)
+        with im:
+            _check_dimensions(im, max_pixels)
+            source_format = im.format
+            try:
+                im.load()
+                shown = _for_display(im)
+                out = io.BytesIO()
+                if source_format == "JPEG" and shown.mode == "RGB":
+                    shown.save(out, format="JPEG", quality=95)
+                    return out.getvalue(), "image/jpeg"
+                shown.save(out, format="PNG", compress_level=1)  # fast: it is made on request
+                return out.getvalue(), "image/png"
+            except (PILImage.DecompressionBombWarning, PILImage.DecompressionBombError) as exc:
+                raise ImageRejected(f"The image is too large to decode safely ({exc}).") from None
+            except (OSError, SyntaxError, ValueError, EOFError, IndexError) as exc:
+                raise ImageRejected(f"The image is damaged or truncated ({exc}).") from None

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import views, views_search, views_sharing
+from . import views, views_full, views_search, views_sharing
 
 app_name = "gallery"
 urlpatterns = [
@@ -22,6 +22,7 @@ urlpatterns = [
     path("images/<int:pk>/thumbnail.webp", views.image_thumbnail, name="image_thumbnail"),
     path("images/<int:pk>/preview.webp", views.image_preview, name="image_preview"),
     path("images/<int:pk>/original", views.image_original, name="image_original"),
+    path("images/<int:pk>/full", views_full.image_full, name="image_full"),
     path("albums/", views.albums, name="albums"),
     path("albums/new/", views.album_create, name="album_create"),
     path("albums/<int:pk>/", views.album_detail, name="album_detail"),

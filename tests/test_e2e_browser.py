@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import time
 import shutil
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -329,6 +330,14 @@ def test_viewer_order_keys_and_range_selection(gallery_deployment, tmp_path):
         expect(viewer).to_have_attribute("data-id", order[0])
         page.keyboard.press("0")
         expect(viewer).to_have_class(re.compile(r"actual-size"))
+        # 100% loads the full-size re-encode, which shows the picture's own pixels.
+        full = page.locator("#viewer .viewer-stage img")
+        expect(full).to_have_attribute("src", f"/gallery/images/{order[0]}/full")
+        width = int(page.locator(f"#grid .tile[data-id='{order[0]}']").get_attribute("data-w"))
+        deadline = time.monotonic() + 15
+        while full.evaluate("i => i.complete ? i.naturalWidth : -1") == -1 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert full.evaluate("i => i.naturalWidth") == width
         shot(page, "11-viewer")
         # Walk past the last loaded tile: the next page loads and the viewer moves on into it.
         for expected in order[1:]:

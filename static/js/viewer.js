@@ -1,7 +1,8 @@
 // The viewer: opens any image of a grid over the grid (gallery, album, search, duplicates, similar images).
-// Arrow keys walk that grid's order (loading the next page at the end), "0"/the 100% button shows the preview at
-// its own pixel size, Esc closes and leaves the page where it was scrolled. The address shows the image's own
-// page while open, so it can be copied as a permanent link; Back closes the viewer.
+// Arrow keys walk that grid's order (loading the next page at the end), "0"/the 100% button shows the image at
+// its own pixel size (data-full: a full-size re-encode of the original; the preview where a grid has none),
+// Esc closes and leaves the page where it was scrolled. The address shows the image's own page while open,
+// so it can be copied as a permanent link; Back closes the viewer.
 (function () {
   "use strict";
   var overlay = null, img = null, title = null, counter = null, link = null, zoomButton = null;
@@ -45,8 +46,8 @@
     if (i < 0 || i >= all.length) return;
     index = i;
     var a = all[i];
-    setZoom(false);
     img.src = a.dataset.preview;
+    setZoom(false);
     img.alt = a.dataset.title || "";
     title.textContent = a.dataset.title || "";
     counter.textContent = (i + 1) + " / " + all.length + (a.dataset.size ? " · " + a.dataset.size : "");
@@ -102,6 +103,11 @@
     if (!overlay) return;
     overlay.classList.toggle("actual-size", on);
     zoomButton.setAttribute("aria-pressed", on ? "true" : "false");
+    // 100% shows the image's own pixels (a full-size re-encode), not the 1280 px preview.
+    var a = links()[index];
+    if (!a) return;
+    var wanted = on && a.dataset.full ? a.dataset.full : a.dataset.preview;
+    if (img.getAttribute("src") !== wanted) img.src = wanted;
   }
   function zoom() { setZoom(!overlay.classList.contains("actual-size")); }
 
