@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Prepare this checkout: .venv with pinned requirements, front-end packages from npm,
 # and with --test the test requirements plus (as root) the Debian packages the
-# container and browser tests need. Safe to run again: it skips what is done.
+# container and browser tests need, and the unprivileged user the pgvector tests run PostgreSQL as.
+# Safe to run again: it skips what is done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -40,6 +41,12 @@ if [[ "$(id -u)" == "0" ]]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+  # PostgreSQL refuses to run as root: the pgvector tests (gallery/testing/pgvector_server.py) run their
+  # private server as this unprivileged system user, with no home and no login shell.
+  if [[ "$MODE" == "test" ]] && ! id -u imagineer-pg >/dev/null 2>&1; then
+    log "Creating system user imagineer-pg (runs the test PostgreSQL)"
+    useradd --system --user-group --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin imagineer-pg
   fi
 fi
 

@@ -1,6 +1,6 @@
 from django.core.management.base import CommandError
 
-from gallery.semantic import services
+from gallery.semantic import services, store
 from imagineer.maintenance import MaintenanceCommand
 
 
@@ -8,7 +8,8 @@ class Command(MaintenanceCommand):
     help = (
         "Compute the CLIP vectors semantic search needs for images that have none from the configured model "
         "(IMAGINEER_CLIP_MODEL; new images are embedded on the default queue as they arrive). With --build-tiny "
-        "PATH: write a tiny random-weight CLIP there first (for trying the feature without a real model)."
+        "PATH: write a tiny random-weight CLIP there first (for trying the feature without a real model). On "
+        "PostgreSQL with pgvector it also fills pgvector's column for vectors stored without it."
     )
 
     def add_arguments(self, parser):
@@ -27,4 +28,9 @@ class Command(MaintenanceCommand):
         ids = services.missing_ids(options["limit"])
         count = services.embed(ids)
         self.stdout.write(f"embedded {count} image(s)")
-        return {"embedded": count}
+        # On PostgreSQL with pgvector: vectors stored without their pgvec copy (written some other way) are
+        # ranked in Python until filled here.
+        filled = store.fill_missing_pgvec()
+        if filled:
+            self.stdout.write(f"copied {filled} stored vector(s) into pgvector's column")
+        return {"embedded": count, "pgvec_filled": filled}
