@@ -155,7 +155,7 @@ def _cancel_rq_job(rq_job_id: str) -> None:
         logger.debug("could not cancel rq job %s", rq_job_id, exc_info=True)
 
 
-class _Heartbeat(threading.Thread):
+class Heartbeat(threading.Thread):
     """Touches heartbeat_at while the job body runs, even inside one long step.
 
     If the worker process dies, the thread dies with it and the row goes stale.
@@ -253,14 +253,14 @@ class JobContext:
         raise JobLost(f"{self.model.job_label()} {self.job.pk} is no longer this run's (attempt {self.attempt})")
 
 
-def _finish(ctx: JobContext, status: str, **values: Any) -> bool:
+def finish_job(ctx: JobContext, status: str, **values: Any) -> bool:
     now = timezone.now()
     return bool(ctx.own_row().filter(status=JobStatus.RUNNING).update(
         status=status, finished_at=now, heartbeat_at=now, **values
     ))
 
 
-def _claim(model: type[J], pk: int, task_id: str | None) -> J | str | None:
+def claim_job(model: type[J], pk: int, task_id: str | None) -> J | str | None:
     """Take the row for this run in one conditional UPDATE; the row, JobStatus.CANCELLED, or None.
 
     Claimable: a queued row, a running row whose heartbeat went stale (its worker died), and a running row
@@ -302,7 +302,7 @@ def run_job(model: type[J], pk: int, body: Callable[[JobContext], Any], *, task_
     from this run while it ran (JobLost).
     """
     close_old_connections()
-    claim = _claim(model, pk, task_id or _current_rq_job_id())
+    claim = claim_job(model, pk, task_id or _current_rq_job_id())
     if claim is None:
         status_now = model.objects.filter(pk=pk).values_list("status", flat=True).first()
         if status_now is None:
@@ -315,7 +315,7 @@ def run_job(model: type[J], pk: int, body: Callable[[JobContext], Any], *, task_
         return claim
     job = claim
     ctx = JobContext(job, attempt=job.attempts)
-    heartbeat = _Heartbeat(ctx)
+    heartbeat = Heartbeat(ctx)
     heartbeat.start()
     status: str
     try:
@@ -326,18 +326,18 @@ def run_job(model: type[J], pk: int, body: Callable[[JobContext], Any], *, task_
         return None
     except JobCancelled:
         status = JobStatus.CANCELLED
-        ended = _finish(ctx, status, message="Cancelled.")
+        ended = finish_job(ctx, status, message="Cancelled.")
     except JobError as exc:
         status = JobStatus.FAILED
-        ended = _finish(ctx, status, error=str(exc), message="Failed.")
+        ended = finish_job(ctx, status, error=str(exc), message="Failed.")
     except Exception as exc:  # the row must end, whatever the body did
         logger.exception("%s %s failed", model.job_label(), pk)
         status = JobStatus.FAILED
-        ended = _finish(ctx, status, error=f"Unexpected error: {type(exc).__name__}: {exc}"[:5000],
+        ended = finish_job(ctx, status, error=f"Unexpected error: {type(exc).__name__}: {exc}"[:5000],
                         message="Failed.")
     else:
         status = JobStatus.SUCCEEDED
-        ended = _finish(ctx, status, progress=1.0)
+        ended = finish_job(ctx, status, progress=1.0)
     finally:
         heartbeat.stop()
     return status if ended else None

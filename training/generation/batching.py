@@ -80,13 +80,13 @@ def _start_follower(job: GenerationJob, task_id: str) -> _Member | None:
     """Claim a follower row for this run the way run_job does (it was marked running for this task)."""
     # imagineer.jobs' claim, heartbeat and finish are the ones run_job uses: a follower's row lives exactly
     # like a row run alone, in this thread (SQLite allows one writer; the batch writes from one thread).
-    from imagineer.jobs import _claim, _Heartbeat
+    from imagineer.jobs import Heartbeat, claim_job
 
-    claim = _claim(GenerationJob, job.pk, task_id)
+    claim = claim_job(GenerationJob, job.pk, task_id)
     if claim is None or isinstance(claim, str):
         return None  # gone, or cancelled before it started (then it is already ended)
     ctx = JobContext(claim, attempt=claim.attempts)
-    heartbeat = _Heartbeat(ctx)
+    heartbeat = Heartbeat(ctx)
     heartbeat.start()
     try:
         timings = services._start_timings(ctx, claim, check_cancel=False)
@@ -97,27 +97,27 @@ def _start_follower(job: GenerationJob, task_id: str) -> _Member | None:
 
 
 def _end_follower(member: _Member, images: list | None, hashes: dict[str, str], error: str = "") -> None:
-    from imagineer.jobs import _finish
+    from imagineer.jobs import finish_job
 
     ctx = member.ctx
     try:
         if error:
-            _finish(ctx, JobStatus.FAILED, error=error[:5000], message="Failed.")
+            finish_job(ctx, JobStatus.FAILED, error=error[:5000], message="Failed.")
         elif images is None:
-            _finish(ctx, JobStatus.CANCELLED, message="Cancelled.")
+            finish_job(ctx, JobStatus.CANCELLED, message="Cancelled.")
         else:
             try:
                 services.store_job_images(ctx, ctx.job, images, member.timings, hashes)
             except JobLost:
                 return
             except JobError as exc:
-                _finish(ctx, JobStatus.FAILED, error=str(exc), message="Failed.")
+                finish_job(ctx, JobStatus.FAILED, error=str(exc), message="Failed.")
             except Exception as exc:  # this row must end, whatever storing did
                 logger.exception("storing generation %s failed", ctx.job.pk)
-                _finish(ctx, JobStatus.FAILED, error=f"Unexpected error: {type(exc).__name__}: {exc}"[:5000],
+                finish_job(ctx, JobStatus.FAILED, error=f"Unexpected error: {type(exc).__name__}: {exc}"[:5000],
                         message="Failed.")
             else:
-                _finish(ctx, JobStatus.SUCCEEDED, progress=1.0)
+                finish_job(ctx, JobStatus.SUCCEEDED, progress=1.0)
     finally:
         member.heartbeat.stop()
 
