@@ -4,15 +4,13 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from django.http import Http404
-from django.shortcuts import get_object_or_404
 from ninja import File, Form, Router, Schema, Status, UploadedFile
 from ninja.errors import HttpError
 from ninja.pagination import paginate
 
 from imagineer.api import Pagination
 
-from . import services
+from . import access, services
 from .imaging import ImageRejected, check_size
 from .models import Album, Image, ImageSource
 
@@ -124,17 +122,11 @@ class ImageIds(Schema):
 
 
 def _image(request, pk: int) -> Image:
-    image = get_object_or_404(Image.objects.select_related("owner"), pk=pk)
-    if not image.is_visible_to(request.user):
-        raise Http404
-    return image
+    return access.image_or_404(request.user, pk)
 
 
-def _album(request, pk: int, *, edit: bool = False) -> Album:
-    album = get_object_or_404(Album.objects.select_related("owner"), pk=pk)
-    if not (album.can_edit(request.user) if edit else album.is_visible_to(request.user)):
-        raise Http404
-    return album
+def _album(request, pk: int, *, right: access.AlbumRight = "view") -> Album:
+    return access.album_or_404(request.user, pk, right=right)
 
 
 @router.get("/images", response=list[ImageOut], summary="Images you can see, newest first")
@@ -164,7 +156,7 @@ def upload_image(request, file: File[UploadedFile], title: Form[str] = "", album
         check_size(file.size, settings.GALLERY_MAX_UPLOAD_BYTES)
     except ImageRejected as exc:
         raise HttpError(413, str(exc))
-    target = _album(request, album, edit=True) if album else None
+    target = _album(request, album, right="add") if album else None
     try:
         result = services.image_ingest(owner=request.user, data=file.read(), filename=file.name or "",
                                        source=ImageSource.UPLOAD, title=title, album=target)
@@ -191,9 +183,18 @@ def create_album(request, payload: AlbumIn):
     return Status(201, album)
 
 
-@router.post("/albums/{album_id}/images", response=AlbumOut, summary="Add images you can see to your album")
+@router.post("/albums/{album_id}/images", response=AlbumOut,
+             summary="Add images you can see to an album you own, contribute to or edit")
 def add_album_images(request, album_id: int, payload: ImageIds):
-    album = _album(request, album_id, edit=True)
+    album = _album(request, album_id, right="add")
     visible = Image.objects.visible_to(request.user).filter(pk__in=payload.image_ids).values_list("pk", flat=True)
     services.album_add_images(album=album, images=list(visible))
+    return Album.objects.with_counts(request.user).select_related("owner").get(pk=album.pk)
+
+
+@router.post("/albums/{album_id}/images/remove", response=AlbumOut,
+             summary="Remove images from an album you own or edit (the images themselves stay)")
+def remove_album_images(request, album_id: int, payload: ImageIds):
+    album = _album(request, album_id, right="remove")
+    services.album_remove_images(album=album, ids=payload.image_ids)
     return Album.objects.with_counts(request.user).select_related("owner").get(pk=album.pk)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.db import models
-from django.db.models import OuterRef, Q, Subquery
+from django.db.models import Exists, F, OuterRef, Q, Subquery
 from django.db.models.functions import Coalesce
 from django.urls import reverse
 from django.utils import timezone
@@ -51,6 +51,25 @@ def image_visibility_q(user, prefix: str = "") -> Q:
     return alive & (q(owner=user) | q(is_public=True))
 
 
+def shared_image_q(user, *, editor: bool = False) -> Q:
+    """The live images `user` sees as a member of an album holding them (gallery/sharing.py): put there by
+    the album's owner or one of its contributing members. `editor`: only through albums where `user` is an
+    editor (whose captions they may edit). Nothing for anonymous users; owners and staff are not members.
+
+    The one statement of the membership rule: sharing.image_shared_with and sharing.can_edit_captions ask
+    it of one image, ImageQuerySet.accessible_to and caption_editable_by of many.
+    """
+    if user is None or not user.is_authenticated:
+        return Q(pk__in=[])
+    member = {"album__members__user": user}
+    if editor:
+        member["album__members__role"] = AlbumRole.EDITOR
+    contributing = AlbumMember.objects.filter(album=OuterRef("album_id"), user=OuterRef("image__owner_id"),
+                                              role__in=AlbumRole.ADDING)
+    entries = AlbumImage.objects.filter(**member).filter(Q(image__owner_id=F("album__owner_id")) | Exists(contributing))
+    return Q(trashed_at__isnull=True, pk__in=entries.values("image_id"))
+
+
 class ImageQuerySet(models.QuerySet):
     def alive(self):
         return self.filter(trashed_at__isnull=True)
@@ -61,6 +80,20 @@ class ImageQuerySet(models.QuerySet):
     def visible_to(self, user):
         """Images `user` may see: their own and public ones; staff see all; nobody anonymous sees NSFW."""
         return self.filter(image_visibility_q(user))
+
+    def accessible_to(self, user):
+        """Images `user` may open by id (their pages, files and API): visible_to plus what they see as a member
+        of a shared album. Not a gallery listing: a member's grid never gains the owner's private images."""
+        return self.filter(image_visibility_q(user) | shared_image_q(user))
+
+    def caption_editable_by(self, user):
+        """Images whose labels `user` may change: their own, as an editor of a shared album holding them, or
+        any as staff (Image.can_edit_captions for many rows)."""
+        if user is None or not user.is_authenticated:
+            return self.none()
+        if user.is_staff:
+            return self
+        return self.filter(Q(owner=user) | shared_image_q(user, editor=True))
 
     def in_album(self, album):
         """Membership only, no access rule: to read an album's images use Album.images_visible_to."""
@@ -190,6 +223,12 @@ class Image(models.Model):
     def can_edit(self, user) -> bool:
         return user is not None and user.is_authenticated and (user.is_staff or user.pk == self.owner_id)
 
+    def is_accessible_to(self, user) -> bool:
+        """Whether `user` may open this image by id: ImageQuerySet.accessible_to for one row."""
+        from .sharing import image_shared_with
+
+        return self.is_visible_to(user) or image_shared_with(user, self)
+
     def can_edit_captions(self, user) -> bool:
         """The owner, staff, and editors of a shared album holding it (gallery/sharing.py)."""
         from .sharing import can_edit_captions
@@ -306,6 +345,24 @@ class Album(models.Model):
     def can_remove_images(self, user) -> bool:
         """Removing from the album and editing captions of its images."""
         return self.role_of(user) in ("owner", AlbumRole.EDITOR)
+
+    def can_edit_captions(self, user) -> bool:
+        """The album's caption tools (trigger word, template, find & replace, bulk tags) and its review task:
+        the owner, staff and editors. What they change: Album.caption_editable_images."""
+        return self.can_remove_images(user)
+
+    def caption_editable_images(self, user) -> ImageQuerySet:
+        """The album's images whose captions `user` may change, in album order: of those they see in it, the
+        ones they may edit captions of through this album (their own; as an editor, the owner's and the
+        contributing members'; staff: all). Never an image outside the album."""
+        images = self.images_visible_to(user)
+        if user is None or not user.is_authenticated:
+            return images.none()
+        if user.is_staff:
+            return images
+        if self.role_of(user) == AlbumRole.EDITOR:
+            return images.filter(Q(owner=user) | Q(owner_id__in=self.contributor_ids()))
+        return images.filter(owner=user)
 
     def ordered_images(self):
         """The album as its owner sees it."""

@@ -16,7 +16,7 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
 
-from .models import Album, AlbumMember, AlbumRole, AlbumShareLink, Image
+from .models import Album, AlbumMember, AlbumRole, AlbumShareLink, Image, shared_image_q
 
 MAX_LINK_DAYS = 365
 
@@ -29,8 +29,7 @@ def image_shared_with(user, image: Image) -> bool:
     """Whether `user` sees `image` as a member of an album holding it (see the module docstring)."""
     if user is None or not user.is_authenticated or image.trashed_at is not None:
         return False
-    albums = Album.objects.filter(members__user=user, entries__image=image).distinct()
-    return any(image.owner_id in album.contributor_ids() for album in albums)
+    return Image.objects.filter(pk=image.pk).filter(shared_image_q(user)).exists()
 
 
 def can_edit_captions(user, image: Image) -> bool:
@@ -39,8 +38,7 @@ def can_edit_captions(user, image: Image) -> bool:
         return True
     if user is None or not user.is_authenticated or image.trashed_at is not None:
         return False
-    albums = Album.objects.filter(members__user=user, members__role=AlbumRole.EDITOR, entries__image=image).distinct()
-    return any(image.owner_id in album.contributor_ids() for album in albums)
+    return Image.objects.filter(pk=image.pk).filter(shared_image_q(user, editor=True)).exists()
 
 
 @transaction.atomic

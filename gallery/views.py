@@ -10,14 +10,14 @@ from django.contrib.auth.decorators import login_required
 from django.core.files.storage import default_storage
 from django.db.models import Q
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import redirect, render
 from django.templatetags.static import static
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
-from . import hooks, selectors, services, sharing, stacks
+from . import access, hooks, selectors, services, sharing, stacks
 from .forms import AlbumForm, BulkActionForm, GridFilterForm, ImageEditForm, NsfwPreferenceForm, ReorderForm
 from .imaging import ImageRejected, check_size
 from .models import Album, AlbumRole, GalleryPreference, Image, ImageSource
@@ -27,22 +27,21 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _get_image_for_user(request: HttpRequest, pk: int, *, edit: bool = False) -> Image:
-    image = get_object_or_404(Image.objects.select_related("owner"), pk=pk)
-    if edit:
-        allowed = image.can_edit(request.user)
-    else:
-        allowed = image.is_visible_to(request.user) or sharing.image_shared_with(request.user, image)
-    if not allowed:
-        raise Http404("No such image.")
-    return image
+    return access.image_or_404(request.user, pk, edit=edit)
 
 
 def _get_album_for_user(request: HttpRequest, pk: int, *, edit: bool = False) -> Album:
-    album = get_object_or_404(Album.objects.select_related("owner"), pk=pk)
-    allowed = album.can_edit(request.user) if edit else album.is_visible_to(request.user)
-    if not allowed:
-        raise Http404("No such album.")
-    return album
+    return access.album_or_404(request.user, pk, right="manage" if edit else "view")
+
+
+# An offset past this is no page anyone reached by paging; a larger one overflows the database's OFFSET.
+MAX_OFFSET = 10**8 - 1
+
+
+def decode_offset_cursor(cursor: str) -> int:
+    """The offset an offset-paged grid (album order, share links) starts at; 0 for anything unusable."""
+    head = (cursor or "").split("_")[0]
+    return int(head) if head.isdigit() and int(head) <= MAX_OFFSET else 0
 
 
 def encode_grid_cursor(image: Image) -> str:
@@ -98,7 +97,7 @@ def _grid(request: HttpRequest, *, title: str, owner=None, trashed: bool = False
     if album is not None:
         # Albums keep their own order; offset paging is fine at album sizes.
         qs = qs.order_by("album_entries__position", "pk")
-        offset = int(cursor.split("_")[0]) if cursor else 0
+        offset = decode_offset_cursor(cursor)
         images = list(qs[offset:offset + page_size + 1])
         next_cursor = str(offset + page_size) if len(images) > page_size else None
     else:
@@ -267,7 +266,7 @@ def image_original(request: HttpRequest, pk: int) -> HttpResponse:
 @login_required
 def upload(request: HttpRequest) -> HttpResponse:
     """The drag-and-drop page; without JavaScript its form posts all files here at once."""
-    albums = Album.objects.filter(owner=request.user)
+    albums = Album.objects.addable_by(request.user).order_by("name")
     results = []
     if request.method == "POST":
         album = _album_from_post(request)
@@ -282,7 +281,9 @@ def _album_from_post(request: HttpRequest) -> Album | None:
     album_id = request.POST.get("album") or ""
     if not album_id.isdigit():
         return None
-    return Album.objects.filter(pk=int(album_id), owner=request.user).first()
+    album = Album.objects.filter(pk=int(album_id)).first()
+    # The rule the bulk action and the API use: owner, staff, contributors and editors.
+    return album if album is not None and access.album_allows(album, request.user, "add") else None
 
 
 def _ingest_upload(request: HttpRequest, upload_file, album: Album | None) -> dict:

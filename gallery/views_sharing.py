@@ -12,7 +12,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
 from . import sharing
-from .views import _get_album_for_user, _serve_file
+from .views import _get_album_for_user, _serve_file, decode_offset_cursor
 
 
 @login_required
@@ -76,7 +76,7 @@ def shared_album(request: HttpRequest, token: str) -> HttpResponse:
     album = link.album
     page_size = settings.GALLERY_PAGE_SIZE
     cursor = request.GET.get("cursor", "")
-    offset = int(cursor) if cursor.isdigit() and len(cursor) < 9 else 0
+    offset = decode_offset_cursor(cursor) if "_" not in cursor else 0
     images = list(album.images_for_link().only("pk", "title", "original_filename", "width", "height",
                                                 "derivatives")[offset:offset + page_size + 1])
     next_cursor = offset + page_size if len(images) > page_size else None

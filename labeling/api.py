@@ -1,6 +1,6 @@
 """Labeling JSON API: an image's labels (list, create, update, delete) and labeling jobs (start, status,
 cancel). Same access rules as the pages: labels of images you cannot see, and jobs that are not yours,
-are 404; changing labels needs an image you may edit."""
+are 404; changing labels needs an image whose captions you may edit (yours, or as an album's editor)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from django.shortcuts import get_object_or_404
 from ninja import Field, Router, Schema, Status
 from ninja.errors import HttpError
 
+from gallery import access
 from gallery.models import Album, Image
 from imagineer.jobs import QueueUnavailable, job_cancel
 from imagineer.quotas import QuotaExceeded
@@ -85,22 +86,20 @@ class JobOut(Schema):
 
 
 def _visible_image(request, pk: int) -> Image:
-    image = get_object_or_404(Image, pk=pk)
-    if not image.is_visible_to(request.user):
-        raise Http404
-    return image
+    # The image page's rule: members of a shared album holding it read its labels too.
+    return access.image_or_404(request.user, pk)
 
 
 def _editable_image(request, pk: int) -> Image:
     image = get_object_or_404(Image, pk=pk)
-    if not image.can_edit(request.user):
+    if not image.can_edit_captions(request.user):  # owner, staff, editors of a shared album holding it
         raise Http404
     return image
 
 
 def _editable_label(request, pk: int) -> Label:
     label = get_object_or_404(Label.objects.select_related("image", "created_by", "reviewed_by"), pk=pk)
-    if not label.image.can_edit(request.user):
+    if not label.image.can_edit_captions(request.user):
         raise Http404
     return label
 
@@ -119,7 +118,8 @@ def list_labels(request, image_id: int, kind: Literal["caption", "tag", "categor
     return labels.filter(kind=kind) if kind else labels
 
 
-@router.post("/images/{image_id}/labels", response={201: LabelOut}, summary="Add a label to your image")
+@router.post("/images/{image_id}/labels", response={201: LabelOut},
+             summary="Add a label to an image whose captions you may edit")
 def create_label(request, image_id: int, payload: LabelIn):
     image = _editable_image(request, image_id)
     try:

@@ -1,6 +1,7 @@
 """Caption tools on an album: trigger word, find & replace, bulk tags, tag rename/merge, caption template.
 
-Each tool touches only the album's images that the acting person may edit, and only the labels it names.
+The album's owner, staff and its editors use them (Album.can_edit_captions). Each tool touches only the album's
+images whose captions the acting person may edit (Album.caption_editable_images), and only the labels it names.
 Every change to a caption's text is recorded as a CaptionRevision; training runs keep the captions they
 froze in their snapshot, whatever these tools do later.
 """
@@ -65,11 +66,14 @@ def render_template(template: str, *, trigger: str, tags: list[str], caption: st
     return " ".join(text.split()).strip(" ,")
 
 
+def _check_album(album: Album, user) -> None:
+    if not album.can_edit_captions(user):
+        raise LabelInputError("You can only change captions of albums you own or edit.")
+
+
 def _editable_images(album: Album, user):
-    if not album.can_edit(user):
-        raise LabelInputError("You can only change captions of your own albums.")
-    images = album.images_visible_to(user)
-    return images if user.is_staff else images.filter(owner=user)
+    _check_album(album, user)
+    return album.caption_editable_images(user)
 
 
 def _revise(label: Label, new_text: str, *, tool: str, user) -> None:
@@ -79,8 +83,7 @@ def _revise(label: Label, new_text: str, *, tool: str, user) -> None:
 
 @transaction.atomic
 def album_trigger_word_set(*, album: Album, user, word: str) -> Album:
-    if not album.can_edit(user):
-        raise LabelInputError("You can only change your own albums.")
+    _check_album(album, user)
     word = " ".join(word.split())
     if len(word) > MAX_TRIGGER_LENGTH or "," in word:
         raise LabelInputError(f"A trigger word is at most {MAX_TRIGGER_LENGTH} characters, without commas.")
@@ -92,8 +95,7 @@ def album_trigger_word_set(*, album: Album, user, word: str) -> Album:
 @transaction.atomic
 def album_template_set(*, album: Album, user, template: str) -> CaptionTemplate | None:
     """Set the album's caption template; an empty one goes back to the plain training caption."""
-    if not album.can_edit(user):
-        raise LabelInputError("You can only change your own albums.")
+    _check_album(album, user)
     if not template.strip():
         CaptionTemplate.objects.filter(album=album).delete()
         return None

@@ -15,5 +15,8 @@ def labels_panel(request, image) -> dict:
         "manual_caption": next((lbl.value for lbl in labels if lbl.kind == LabelKind.CAPTION
                                 and lbl.source == "manual"), ""),
         "training_caption": training_captions([image.pk])[image.pk],
+        # Labels, captions, their history and the review task: the owner, staff and editors of a shared album.
         "can_edit": image.can_edit_captions(request.user),
+        # Labeling jobs write onto the user's own images only (labeling.services._target_images).
+        "can_label": image.can_edit(request.user),
     }

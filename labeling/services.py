@@ -150,7 +150,9 @@ def label_remove(*, label: Label) -> None:
 
 def labels_review(*, user, ids, approve: bool) -> int:
     """Approve or reject machine labels on images the user may edit."""
-    qs = Label.objects.filter(pk__in=list(ids), source__in=MACHINE_SOURCES).for_user_images(user)
+    # Editors of a shared album review the labels of its images as they edit them (Image.can_edit_captions).
+    qs = Label.objects.filter(pk__in=list(ids), source__in=MACHINE_SOURCES, image__trashed_at__isnull=True,
+                              image__in=Image.objects.caption_editable_by(user))
     state = ReviewState.APPROVED if approve else ReviewState.REJECTED
     return qs.update(review_state=state, reviewed_by=user, reviewed_at=timezone.now())
 

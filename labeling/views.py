@@ -14,7 +14,7 @@ from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
-from gallery.models import Album, Image
+from gallery.models import Album, AlbumRole, Image
 from imagineer.jobs import QueueUnavailable, job_cancel
 from imagineer.quotas import QuotaExceeded
 
@@ -57,8 +57,10 @@ def _back(request: HttpRequest, fallback: str) -> str:
 def index(request: HttpRequest) -> HttpResponse:
     jobs = LabelingJob.objects.filter(owner=request.user).select_related("album")[:20]
     albums = Album.objects.filter(owner=request.user)
+    # Caption tools open to the album's editors too (Album.can_edit_captions).
+    edited = Album.objects.filter(members__user=request.user, members__role=AlbumRole.EDITOR).select_related("owner")
     return render(request, "labeling/index.html", {
-        "jobs": jobs, "albums": albums, "form": StartJobForm(),
+        "jobs": jobs, "albums": albums, "edited_albums": edited, "form": StartJobForm(),
         "pending": selectors.review_queue(request.user).count(),
     })
 

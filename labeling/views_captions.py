@@ -21,7 +21,7 @@ PREVIEW_IMAGES = 8
 
 def _get_album_for_editor(request: HttpRequest, pk: int) -> Album:
     album = get_object_or_404(Album, pk=pk)
-    if not album.can_edit(request.user):
+    if not album.can_edit_captions(request.user):  # owner, staff and the album's editors
         raise Http404("No such album.")
     return album
 
@@ -36,11 +36,15 @@ def caption_tools(request: HttpRequest, pk: int) -> HttpResponse:
     album = _get_album_for_editor(request, pk)
     images = album.images_visible_to(request.user)
     preview = list(images[:PREVIEW_IMAGES])
+    editable = set(album.caption_editable_images(request.user).filter(pk__in=[i.pk for i in preview])
+                   .values_list("pk", flat=True))
     texts = selectors.album_training_captions(album, [i.pk for i in preview])
     template = CaptionTemplate.objects.filter(album=album).values_list("template", flat=True).first() or ""
     return render(request, "labeling/caption_tools.html", {
         "album": album,
-        "preview": [(image, texts[image.pk]) for image in preview],
+        # An image's caption history opens only where its captions are the user's to edit.
+        "preview": [(image, texts[image.pk], image.pk in editable) for image in preview],
+        "can_manage": album.can_edit(request.user),  # analytics and export of the album: its owner's
         "tag_counts": selectors.tag_counts(images.order_by()),
         "trigger_form": TriggerWordForm(initial={"trigger_word": album.trigger_word}),
         "template_form": TemplateForm(initial={"template": template}),
@@ -136,7 +140,7 @@ def rename_tags(request: HttpRequest, pk: int) -> HttpResponse:
 @require_GET
 def caption_history(request: HttpRequest, pk: int) -> HttpResponse:
     image = get_object_or_404(Image, pk=pk)
-    if not image.can_edit(request.user):
+    if not image.can_edit_captions(request.user):  # whoever may edit its captions sees how they changed
         raise Http404("No such image.")
     return render(request, "labeling/caption_history.html",
                   {"image": image, **captions.caption_history(image, request.user)})

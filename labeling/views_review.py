@@ -24,20 +24,24 @@ def _album_param(request: HttpRequest, params) -> Album | None:
     if not str(raw).isdigit():
         raise Http404("No such album.")
     album = Album.objects.filter(pk=int(raw)).first()
-    if album is None or not album.can_edit(request.user):
+    if album is None or not album.can_edit_captions(request.user):  # owner, staff and the album's editors
         raise Http404("No such album.")
     return album
 
 
+def _get_image_for_reviewer(request: HttpRequest, pk: int) -> Image:
+    image = get_object_or_404(Image, pk=pk)
+    if not image.can_edit_captions(request.user):  # owner, staff, editors of a shared album holding it
+        raise Http404("No such image.")
+    return image
+
+
 def _sequence(request: HttpRequest, album: Album | None) -> list[int]:
-    """The images the review walks through: the album's (that the user may edit), else those with
+    """The images the review walks through: the album's (whose captions the user may edit), else those with
     machine labels waiting for review, oldest first."""
     user = request.user
     if album is not None:
-        images = album.images_visible_to(user)
-        if not user.is_staff:
-            images = images.filter(owner=user)
-        return list(images.values_list("pk", flat=True))
+        return list(album.caption_editable_images(user).values_list("pk", flat=True))
     return sorted(set(selectors.review_queue(user).values_list("image_id", flat=True)))
 
 
@@ -68,9 +72,7 @@ def review_image_first(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_GET
 def review_image(request: HttpRequest, pk: int) -> HttpResponse:
-    image = get_object_or_404(Image, pk=pk)
-    if not image.can_edit(request.user):
-        raise Http404("No such image.")
+    image = _get_image_for_reviewer(request, pk)
     album = _album_param(request, request.GET)
     ids = _sequence(request, album)
     previous, following = _neighbours(ids, pk)
@@ -89,9 +91,7 @@ def review_image(request: HttpRequest, pk: int) -> HttpResponse:
 @login_required
 @require_POST
 def review_image_decide(request: HttpRequest, pk: int) -> HttpResponse:
-    image = get_object_or_404(Image, pk=pk)
-    if not image.can_edit(request.user):
-        raise Http404("No such image.")
+    image = _get_image_for_reviewer(request, pk)
     album = _album_param(request, request.POST)
     decision = request.POST.get("decision", "")
     own = Label.objects.filter(image=image)

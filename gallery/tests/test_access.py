@@ -2,6 +2,7 @@
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 
 from gallery import services
@@ -353,3 +354,102 @@ def test_a_members_album_list_counts_and_covers_what_they_see_in_it(shared):
     card = listing[listing.index(f'href="/gallery/albums/{album.pk}/"'):]
     card = card[:card.index("</a>")]
     assert "2 images" in card and f"/gallery/images/{shared['private'].pk}/thumbnail.webp" in card
+
+
+# The JSON API follows the same role matrix as the pages (gallery/access.py serves both).
+
+@pytest.mark.parametrize("who", sorted(ROLE_RIGHTS))
+def test_the_api_shows_each_role_the_shared_album_and_its_images_and_nothing_else(shared, who):
+    sees, _, _ = ROLE_RIGHTS[who]
+    client, album = shared["clients"][who], shared["album"]
+    listing = client.get(f"/api/images?album={album.pk}")
+    if who == "anonymous":
+        assert listing.status_code == 401  # the API needs a login or a token; a share link is neither
+        assert client.get(f"/api/images/{shared['private'].pk}").status_code == 401
+        return
+    assert listing.status_code == (200 if sees else 404)
+    if sees:
+        assert {item["id"] for item in listing.json()["items"]} == {shared["private"].pk, shared["nsfw"].pk}
+    for kind in ("private", "nsfw"):
+        page = client.get(f"/gallery/images/{shared[kind].pk}/").status_code
+        api = client.get(f"/api/images/{shared[kind].pk}")
+        assert api.status_code == page == (200 if sees or kind in EXPECTED_VISIBLE[who] else 404), (who, kind)
+        if api.status_code == 200:
+            assert api.json()["id"] == shared[kind].pk
+    # The owner's private image in no shared album stays hers, in the API as on the page.
+    outside = client.get(f"/api/images/{shared['outside'].pk}").status_code
+    assert outside == (200 if who in ("owner", "staff") else 404)
+    # Members see the album in the API's album list; the plain image list does not gain the owner's images.
+    albums = {item["id"] for item in client.get("/api/albums").json()["items"]}
+    assert (album.pk in albums) == sees
+    if who in ROLES:
+        assert shared["private"].pk not in {item["id"] for item in client.get("/api/images").json()["items"]}
+
+
+def _own_image_of(shared, who, ingest, seed):
+    owner = {"owner": shared["album"].owner, "other": User.objects.get(username="bob"),
+             "staff": User.objects.get(username="staff")}.get(who) or shared["members"][who]
+    return ingest(owner, seed=seed)
+
+
+@pytest.mark.parametrize("who", sorted(set(ROLE_RIGHTS) - {"anonymous"}))
+def test_the_api_lets_contributors_and_editors_add_images_to_the_shared_album(shared, who, ingest):
+    _, adds, _ = ROLE_RIGHTS[who]
+    album, client = shared["album"], shared["clients"][who]
+    mine = _own_image_of(shared, who, ingest, seed=60)
+    response = client.post(f"/api/albums/{album.pk}/images", {"image_ids": [mine.pk]},
+                           content_type="application/json")
+    assert response.status_code == (200 if adds else 404)
+    assert AlbumImage.objects.filter(album=album, image=mine).exists() == adds
+    # Uploading straight into the album follows the same rule; a refused upload stores nothing.
+    before = Image.objects.count()
+    upload = client.post("/api/images", {"file": SimpleUploadedFile("n.png", image_bytes("PNG", seed=61)),
+                                         "album": str(album.pk)})
+    assert upload.status_code == (201 if adds else 404), upload.content
+    if adds:
+        uploaded = Image.objects.get(pk=upload.json()["image"]["id"])
+        assert AlbumImage.objects.filter(album=album, image=uploaded).exists()
+        if who in ROLES:  # what a contributor adds, every member sees
+            assert shared["clients"]["viewer"].get(f"/api/images/{uploaded.pk}").status_code == 200
+    else:
+        assert Image.objects.count() == before and album.entries.count() == 2
+
+
+@pytest.mark.parametrize("who", sorted(set(ROLE_RIGHTS) - {"anonymous"}))
+def test_the_api_lets_only_editors_owner_and_staff_remove_images_from_the_shared_album(shared, who):
+    _, _, removes = ROLE_RIGHTS[who]
+    album, client, image = shared["album"], shared["clients"][who], shared["private"]
+    response = client.post(f"/api/albums/{album.pk}/images/remove", {"image_ids": [image.pk]},
+                           content_type="application/json")
+    assert response.status_code == (200 if removes else 404)
+    assert AlbumImage.objects.filter(album=album, image=image).exists() != removes
+    assert Image.objects.filter(pk=image.pk, trashed_at__isnull=True).exists()  # out of the album, not deleted
+    if removes:
+        assert response.json()["image_count"] == 1  # the NSFW image stays
+
+
+def test_a_share_link_gives_no_api_access(shared):
+    album = shared["album"]
+    shared["clients"]["owner"].post(f"/gallery/albums/{album.pk}/links/", {"days": "7"})
+    link = album.share_links.get()
+    holder = Client()
+    assert holder.get(f"/gallery/shared/{link.token}/").status_code == 200
+    for url in (f"/api/images/{shared['private'].pk}", f"/api/images?album={album.pk}", "/api/albums"):
+        assert holder.get(url).status_code == 401, url
+        assert holder.get(url, HTTP_AUTHORIZATION=f"Bearer {link.token}").status_code == 401, url
+    response = holder.post(f"/api/albums/{album.pk}/images/remove", {"image_ids": [shared["private"].pk]},
+                           content_type="application/json", HTTP_AUTHORIZATION=f"Bearer {link.token}")
+    assert response.status_code == 401 and album.entries.count() == 2
+
+
+@pytest.mark.parametrize("who", sorted(set(ROLE_RIGHTS) - {"anonymous"}))
+def test_the_upload_page_offers_and_fills_the_albums_one_may_add_to(shared, who):
+    _, adds, _ = ROLE_RIGHTS[who]
+    album, client = shared["album"], shared["clients"][who]
+    page = client.get("/gallery/upload/").content.decode()
+    assert (f'value="{album.pk}"' in page) == (adds and who != "staff")  # staff are not offered everyone's
+    response = client.post("/gallery/upload/file/", {"file": SimpleUploadedFile("u.png", image_bytes("PNG", seed=62)),
+                                                     "album": str(album.pk)})
+    assert response.status_code == 200
+    uploaded = Image.objects.get(pk=response.json()["id"])
+    assert AlbumImage.objects.filter(album=album, image=uploaded).exists() == adds  # else only into the gallery

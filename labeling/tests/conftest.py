@@ -160,3 +160,39 @@ def colour_album(user, ingest):
     blue = ingest(user, solid_png((0, 0, 255)), filename="blue.png")
     gallery_services.album_add_images(album=album, images=[red, blue])
     return album, red, blue
+
+
+@pytest.fixture
+def roles_album(user, other_user, make_user, ingest):
+    """alice's private album "Shared" with one member per role (viewer, contributor, editor; bob stays
+    outside), holding her private image `own` (a pending tagger label and a manual caption), the
+    contributor's private image `contributed` (captioned), and bob's public image `bobs` (captioned) that
+    she added. Her private image `outside` (captioned) is in no album. Logged-in clients per person."""
+    from django.test import Client
+
+    from gallery import services as gallery_services
+    from gallery import sharing
+    from imagineer.testing import image_bytes
+    from labeling.models import Label, LabelKind
+    from labeling.services import caption_set
+
+    album = gallery_services.album_create(owner=user, name="Shared")
+    people = {"owner": user, "other": other_user}
+    for role in ("viewer", "contributor", "editor"):
+        people[role] = make_user(role)
+        sharing.member_set(album=album, username=role, role=role)
+    own = ingest(user, image_bytes("PNG", seed=71), filename="own.png")
+    contributed = ingest(people["contributor"], image_bytes("PNG", seed=72), filename="contributed.png")
+    bobs = ingest(other_user, image_bytes("PNG", seed=73), filename="bobs.png", is_public=True)
+    outside = ingest(user, image_bytes("PNG", seed=74), filename="outside.png")
+    gallery_services.album_add_images(album=album, images=[own, contributed, bobs])
+    for image in (own, contributed, bobs, outside):
+        caption_set(image=image, user=image.owner, text="a grey cat")
+    pending = Label.objects.create(image=own, kind=LabelKind.TAG, value="red theme", source="tagger",
+                                   confidence=0.9)
+    clients = {"anonymous": Client()}
+    for who, person in people.items():
+        clients[who] = Client()
+        clients[who].force_login(person)
+    return {"album": album, "people": people, "clients": clients, "own": own, "contributed": contributed,
+            "bobs": bobs, "outside": outside, "pending": pending}

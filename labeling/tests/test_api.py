@@ -166,3 +166,75 @@ def test_a_page_of_images_reads_their_labels_in_one_query(client, auth, user, in
     assert one == six == 1
     # Each image still carries its own labels, not a neighbour's.
     assert {item["id"]: item["tags"] for item in items} == {image.pk: [f"tag {n}"] for n, image in enumerate(images)}
+
+
+# Album roles: the API follows the pages (a member reads the labels of the album's images, an editor changes
+# them like the image page's panel lets them; Image.can_edit_captions).
+
+LABEL_ROLES = ("viewer", "contributor", "editor", "owner", "other")
+
+
+@pytest.mark.parametrize("who", LABEL_ROLES)
+def test_album_members_read_labels_of_the_shared_albums_images(client, roles_album, who):
+    client = roles_album["clients"][who]
+    for kind in ("own", "contributed"):
+        image = roles_album[kind]
+        response = client.get(f"/api/images/{image.pk}/labels")
+        page = client.get(f"/gallery/images/{image.pk}/").status_code
+        # (The owner is no member: a contributor's private image is not hers to open, on the page or here.)
+        expected = 404 if who == "other" or (who == "owner" and kind == "contributed") else 200
+        assert response.status_code == page == expected, (who, kind)
+        if response.status_code == 200:
+            assert "a grey cat" in [label["value"] for label in response.json()]
+    # Nothing outside the album: the owner's other private image stays hers.
+    outside = client.get(f"/api/images/{roles_album['outside'].pk}/labels").status_code
+    assert outside == (200 if who == "owner" else 404)
+
+
+@pytest.mark.parametrize("who", LABEL_ROLES)
+def test_album_editors_change_labels_through_the_api_as_on_the_page(client, roles_album, who):
+    client, image, pending = roles_album["clients"][who], roles_album["own"], roles_album["pending"]
+    edits = who in ("editor", "owner")
+    caption = Label.objects.get(image=image, kind=LabelKind.CAPTION)
+
+    created = client.post(f"/api/images/{image.pk}/labels", {"kind": "tag", "value": f"by {who}"},
+                          content_type="application/json")
+    assert created.status_code == (201 if edits else 404), created.content
+    assert Label.objects.filter(image=image, value=f"by {who}").exists() == edits
+    edited = client.patch(f"/api/labels/{caption.pk}", {"value": f"caption by {who}"},
+                          content_type="application/json")
+    assert edited.status_code == (200 if edits else 404)
+    assert Label.objects.filter(pk=caption.pk, value=f"caption by {who}").exists() == edits
+    reviewed = client.patch(f"/api/labels/{pending.pk}", {"review_state": "approved"},
+                            content_type="application/json")
+    assert reviewed.status_code == (200 if edits else 404)
+    pending.refresh_from_db()
+    assert (pending.review_state == ReviewState.APPROVED) == edits
+    if edits:
+        assert reviewed.json()["review_state"] == "approved" and reviewed.json()["reviewed_by"] == (
+            "alice" if who == "owner" else who)
+    deleted = client.delete(f"/api/labels/{pending.pk}")
+    assert deleted.status_code == (204 if edits else 404)
+    assert Label.objects.filter(pk=pending.pk).exists() != edits
+
+
+def test_an_album_editor_changes_no_labels_outside_what_the_album_gives_them(client, roles_album):
+    editor = roles_album["clients"]["editor"]
+    # The contributor's image: yes (every contributor's images are the album's to caption).
+    contributed = roles_album["contributed"]
+    assert editor.post(f"/api/images/{contributed.pk}/labels", {"kind": "caption", "value": "edited"},
+                       content_type="application/json").status_code == 201
+    # bob's public image in the album (he is no member) and the owner's image in no album: no.
+    for kind in ("bobs", "outside"):
+        image = roles_album[kind]
+        assert editor.post(f"/api/images/{image.pk}/labels", {"kind": "tag", "value": "x"},
+                           content_type="application/json").status_code == 404
+        label = Label.objects.get(image=image, kind=LabelKind.CAPTION)
+        assert editor.patch(f"/api/labels/{label.pk}", {"value": "hacked"},
+                            content_type="application/json").status_code == 404
+        assert editor.delete(f"/api/labels/{label.pk}").status_code == 404
+        assert Label.objects.get(pk=label.pk).value == "a grey cat"
+    # Out of the album, out of reach.
+    gallery_services.album_remove_images(album=roles_album["album"], ids=[contributed.pk])
+    assert editor.post(f"/api/images/{contributed.pk}/labels", {"kind": "tag", "value": "x"},
+                       content_type="application/json").status_code == 404

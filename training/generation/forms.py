@@ -189,7 +189,7 @@ class GenerateForm(forms.Form):
             pk = int(value)
         except (TypeError, ValueError):
             return None
-        return Image.objects.visible_to(self.user).filter(pk=pk).first()
+        return Image.objects.accessible_to(self.user).filter(pk=pk).first()
 
     def mask_data_url(self) -> str:
         """The mask to draw back onto the canvas (posted, or restored from a job)."""

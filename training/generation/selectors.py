@@ -184,7 +184,7 @@ def _mode_settings(job: GenerationJob, user, notes: list[str]) -> dict:
     values["strength"] = job.strength
     if job.mode == "inpaint" and job.mask_png:
         values["mask_png"] = bytes(job.mask_png)
-    if job.source_image_id and Image.objects.visible_to(user).filter(pk=job.source_image_id).exists():
+    if job.source_image_id and Image.objects.accessible_to(user).filter(pk=job.source_image_id).exists():
         values["source_image"] = job.source_image_id
     else:
         notes.append("The source image of these settings is gone or not yours to use; pick another.")

@@ -141,7 +141,8 @@ def _resolve_source(user, source_image: Image | int | None) -> Image | None:
         pk = int(pk)
     except (TypeError, ValueError):
         raise GenerationInputError(f"{source_image!r} is not an image.", {"source_image": "not an image"}) from None
-    found = Image.objects.visible_to(user).filter(pk=pk).first()
+    # The image page's rule: a member of a shared album may start from its images (Image.is_accessible_to).
+    found = Image.objects.accessible_to(user).filter(pk=pk).first()
     if found is None:
         message = f"there is no image #{pk} that you may use"
         raise GenerationInputError(f"Invalid generation settings: {message}.", {"source_image": message})

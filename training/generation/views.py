@@ -95,7 +95,8 @@ def generate(request: HttpRequest) -> HttpResponse:
         image = _get_image_for_user(request, int(request.GET["image"]))
         initial, weights, notes = selectors.settings_from_image(image, request.user)
     if request.GET.get("source", "").isdigit():  # "use as source" (image to image) from a result or image
-        source = _get_image_for_user(request, int(request.GET["source"]))
+        # Any image the user may open is a source, a shared album's included (the service's rule).
+        source = get_object_or_404(Image.objects.accessible_to(request.user), pk=int(request.GET["source"]))
         initial.update(source_image=source.pk, mode=request.GET.get("mode") if request.GET.get("mode") in (
             "img2img", "inpaint") else "img2img")
         initial.pop("mask_png", None)

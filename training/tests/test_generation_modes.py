@@ -321,3 +321,43 @@ def test_the_json_api_queues_an_inpainting_and_refuses_a_private_source(client, 
                           **auth)
     assert refused.status_code == 400 and "that you may use" in refused.content.decode()
     assert GenerationJob.objects.count() == 1
+
+
+# --- album members use the shared album's images as sources, as they see them on the image page ----------------
+
+
+def test_a_shared_albums_private_image_is_a_source_for_its_members_and_no_one_else(user, other_user, make_user,
+                                                                                   base_model, client):
+    from gallery import services as gallery_services
+    from gallery import sharing
+
+    private = _upload(other_user, "blue")
+    album = gallery_services.album_create(owner=other_user, name="Shared")
+    gallery_services.album_add_images(album=album, images=[private])
+    sharing.member_set(album=album, username=user.username, role="viewer")
+    stranger = make_user("carol")
+
+    for who, allowed in ((user, True), (stranger, False)):
+        client.force_login(who)
+        page = client.get(f"/gallery/images/{private.pk}/").status_code
+        assert page == (200 if allowed else 404)
+        assert client.get(f"{URL}?source={private.pk}&mode=inpaint").status_code == page
+        if allowed:
+            job = generation_create(user=who, prompt="x", mode="img2img", source_image=private.pk, strength=0.5,
+                                    enqueue=False, **FAST)
+            assert job.source_image == private
+            # "Use these settings" keeps the source for the member.
+            values = selectors.settings_from_job(job, who)[0]
+            assert values.get("source_image") == private.pk
+        else:
+            with pytest.raises(GenerationInputError) as caught:
+                generation_create(user=who, prompt="x", mode="img2img", source_image=private.pk, strength=0.5,
+                                  enqueue=False, **FAST)
+            assert "source_image" in caught.value.fields
+    assert GenerationJob.objects.count() == 1
+
+    # No longer a member: the image is the owner's alone again.
+    sharing.member_remove(album=album, member_id=album.members.get(user=user).pk)
+    with pytest.raises(GenerationInputError):
+        generation_create(user=user, prompt="x", mode="img2img", source_image=private.pk, strength=0.5,
+                          enqueue=False, **FAST)
