@@ -54,7 +54,8 @@ def image_visibility_q(user, prefix: str = "") -> Q:
 def shared_image_q(user, *, editor: bool = False) -> Q:
     """The live images `user` sees as a member of an album holding them (gallery/sharing.py): put there by
     the album's owner or one of its contributing members. `editor`: only through albums where `user` is an
-    editor (whose captions they may edit). Nothing for anonymous users; owners and staff are not members.
+    editor (whose captions they may edit). An album's owner counts as its editor: what a contributor adds to
+    her album is hers to see and caption. Nothing for anonymous users; staff are not members.
 
     The one statement of the membership rule: sharing.image_shared_with and sharing.can_edit_captions ask
     it of one image, ImageQuerySet.accessible_to and caption_editable_by of many.
@@ -66,7 +67,8 @@ def shared_image_q(user, *, editor: bool = False) -> Q:
         member["album__members__role"] = AlbumRole.EDITOR
     contributing = AlbumMember.objects.filter(album=OuterRef("album_id"), user=OuterRef("image__owner_id"),
                                               role__in=AlbumRole.ADDING)
-    entries = AlbumImage.objects.filter(**member).filter(Q(image__owner_id=F("album__owner_id")) | Exists(contributing))
+    entries = (AlbumImage.objects.filter(Q(**member) | Q(album__owner=user))
+               .filter(Q(image__owner_id=F("album__owner_id")) | Exists(contributing)))
     return Q(trashed_at__isnull=True, pk__in=entries.values("image_id"))
 
 
@@ -311,8 +313,9 @@ class Album(models.Model):
         private or is trashed it drops out of everyone's view of the album but its owner's.
         """
         condition = image_visibility_q(user)
-        if self.is_shared_with(user):
-            # Members see what the owner and the contributing members put in, even when it is private.
+        owner = user is not None and user.is_authenticated and user.pk == self.owner_id
+        if owner or self.is_shared_with(user):
+            # The owner and the members see what the owner and the contributing members put in, even private.
             condition |= Q(trashed_at__isnull=True, owner_id__in=self.contributor_ids())
         return Image.objects.filter(condition).in_album(self).order_by("album_entries__position", "pk")
 

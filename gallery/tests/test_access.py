@@ -453,3 +453,22 @@ def test_the_upload_page_offers_and_fills_the_albums_one_may_add_to(shared, who)
     assert response.status_code == 200
     uploaded = Image.objects.get(pk=response.json()["id"])
     assert AlbumImage.objects.filter(album=album, image=uploaded).exists() == adds  # else only into the gallery
+
+
+def test_the_album_owner_sees_what_a_contributor_added_privately_but_not_after_they_leave(user, other_user, ingest):
+    from gallery.models import AlbumMember, AlbumRole
+
+    album = services.album_create(owner=user, name="Team")
+    AlbumMember.objects.create(album=album, user=other_user, role=AlbumRole.CONTRIBUTOR)
+    theirs = ingest(other_user, image_bytes("PNG", seed=77), filename="c.png")  # private
+    services.album_add_images(album=album, images=[theirs])
+    owner = Client()
+    owner.force_login(user)
+
+    assert list(album.images_visible_to(user)) == [theirs]
+    assert owner.get(f"/gallery/images/{theirs.pk}/").status_code == 200
+    assert theirs.can_edit_captions(user)
+
+    AlbumMember.objects.filter(album=album, user=other_user).delete()
+    assert list(album.images_visible_to(user)) == []
+    assert owner.get(f"/gallery/images/{theirs.pk}/").status_code == 404

@@ -102,7 +102,7 @@ def test_caption_history_opens_to_whoever_may_edit_the_captions(roles_album, who
     for kind in ("own", "contributed", "bobs", "outside"):
         image = roles_album[kind]
         opens = image.can_edit_captions(roles_album["people"].get(who))
-        expected = {"own": who in OPENS, "contributed": who in ("editor", "contributor"),
+        expected = {"own": who in OPENS, "contributed": who in ("editor", "contributor", "owner"),
                     "bobs": who == "other", "outside": who == "owner"}[kind]
         assert opens == expected, (who, kind)
         status = _status(client.get(reverse("labeling:caption_history", args=[image.pk])))
