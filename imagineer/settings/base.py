@@ -413,6 +413,9 @@ GENERATE_BATCH_MAX_IMAGES = env_int("IMAGINEER_GENERATE_BATCH_MAX_IMAGES", 8, mi
 # POST /v1/images/generations answers when the images are made, as OpenAI's API does; past this many seconds
 # it cancels the job and answers 504.
 OPENAI_IMAGES_WAIT_SECONDS = env_int("IMAGINEER_OPENAI_IMAGES_WAIT_SECONDS", 600, minimum=1)
+# Each waiting request holds a web thread; past this many at once in one web process the next gets a 429 with
+# Retry-After (OpenAI clients retry it), so waiting clients never take every thread the pages need.
+OPENAI_IMAGES_MAX_WAITING = env_int("IMAGINEER_OPENAI_IMAGES_MAX_WAITING", 2, minimum=1)
 ML_PIPELINE_CACHE_SIZE = env_int("IMAGINEER_PIPELINE_CACHE_SIZE", 1, minimum=1, maximum=8)
 GENERATE_MAX_QUEUED_PER_USER = env_int("IMAGINEER_GENERATE_MAX_QUEUED", 20, minimum=1)
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import threading
 import time
 
 from django.conf import settings
@@ -105,6 +106,40 @@ def images_generations(request: HttpRequest) -> HttpResponse:
             if value is None:
                 return _error(400, f"{name} must be a {'number' if kind is float else kind.__name__}.", param=name)
             extras[name] = value
+    if not _waiting.acquire():
+        response = _error(429, "Too many image requests are waiting on this server; retry in a few seconds.",
+                          kind="rate_limit_error", code="server_busy")
+        response["Retry-After"] = "5"
+        return response
+    try:
+        return _generate_and_wait(request, user, prompt, base, width, height, n, response_format, extras)
+    finally:
+        _waiting.release()
+
+
+class _WaitingSlots:
+    """How many requests of this web process are waiting for their images (OPENAI_IMAGES_MAX_WAITING at most)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._count = 0
+
+    def acquire(self) -> bool:
+        with self._lock:
+            if self._count >= settings.OPENAI_IMAGES_MAX_WAITING:
+                return False
+            self._count += 1
+            return True
+
+    def release(self) -> None:
+        with self._lock:
+            self._count -= 1
+
+
+_waiting = _WaitingSlots()
+
+
+def _generate_and_wait(request, user, prompt, base, width, height, n, response_format, extras) -> HttpResponse:
     try:
         job = services.generation_create(user=user, prompt=prompt, base_model=base, width=width, height=height,
                                          count=n, **extras)

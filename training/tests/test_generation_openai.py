@@ -70,6 +70,29 @@ def test_the_per_user_quota_answers_429(client, user, base_model, redis_conn):
     assert response.status_code == 429 and response.json()["error"]["type"] == "rate_limit_error"
 
 
+def test_past_the_waiting_limit_it_answers_429_with_retry_after_and_queues_nothing(client, user, base_model,
+                                                                                    redis_conn, settings):
+    from training.generation import openai_api
+
+    settings.OPENAI_IMAGES_MAX_WAITING = 1
+    settings.OPENAI_IMAGES_WAIT_SECONDS = 1
+    _, token = api_token_create(user=user, name="t")
+    assert openai_api._waiting.acquire()  # another request of this process is waiting for its images
+    try:
+        busy = _post(client, {"prompt": "x", "size": "32x32"}, token)
+    finally:
+        openai_api._waiting.release()
+    assert busy.status_code == 429 and busy["Retry-After"] == "5"
+    assert busy.json()["error"]["code"] == "server_busy" and not GenerationJob.objects.exists()
+
+    # With the slot free it queues; no worker runs here, so the wait runs out: the job is cancelled, 504,
+    # and the slot is given back.
+    late = _post(client, {"prompt": "x", "size": "32x32"}, token)
+    assert late.status_code == 504 and GenerationJob.objects.get().cancel_requested
+    assert openai_api._waiting.acquire()
+    openai_api._waiting.release()
+
+
 # --- the official client against a live server ----------------------------------------------------------------
 
 
