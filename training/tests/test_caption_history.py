@@ -48,3 +48,42 @@ def test_a_runs_snapshot_keeps_the_old_caption_and_the_history_shows_both(user, 
     second_row = html[html.index("second run"):]
     assert second_row.index("(the current version)") < second_row.index("</tr>")
     assert other_client.get(url).status_code == 404
+
+
+@pytest.mark.parametrize(("tool", "after"), [
+    (lambda album, user: captions.album_tag_add(album=album, user=user, tag="sofa"), "tabby, indoors, sofa"),
+    (lambda album, user: captions.album_tag_remove(album=album, user=user, tag="indoors"), "tabby"),
+    (lambda album, user: captions.album_tags_rename(album=album, user=user, tags=["tabby", "indoors"], to="cat"),
+     "cat"),
+    (lambda album, user: captions.album_template_set(album=album, user=user, template="photo of {tags}"),
+     "photo of tabby, indoors"),
+    (lambda album, user: captions.captions_find_replace(album=album, user=user, find="grey", replace="ginger"),
+     "a ginger cat"),
+])
+def test_every_caption_tool_changes_new_snapshots_and_never_a_runs_frozen_one(user, ingest, tool, after):
+    from labeling.models import Label, LabelKind, ReviewState
+
+    album = gallery_services.album_create(owner=user, name="Cats")
+    tagged, captioned = (ingest(user, image_bytes("PNG", seed=n), filename=f"{n}.png") for n in (1, 2))
+    gallery_services.album_add_images(album=album, images=[tagged, captioned])
+    for value in ("tabby", "indoors"):
+        Label.objects.create(image=tagged, kind=LabelKind.TAG, value=value, source="tagger",
+                             review_state=ReviewState.APPROVED)
+    caption_set(image=captioned, user=user, text="a grey cat")
+    base = BaseModel.objects.create(name="tiny", source="base/none", kind="sd15", source_type="folder")
+
+    def snapshot(name):
+        return TrainingRun.objects.create(owner=user, name=name, base_model=base,
+                                          dataset=dataset_snapshot(user=user, albums=[album]))
+
+    before = snapshot("before")
+    frozen = _captions(before)
+    assert frozen == {tagged.pk: "tabby, indoors", captioned.pk: "a grey cat"}
+
+    tool(album, user)
+
+    before.refresh_from_db()
+    assert _captions(before) == frozen
+    changed = _captions(snapshot("after"))
+    target = captioned if after.startswith("a ") else tagged
+    assert changed[target.pk] == after and changed != frozen
