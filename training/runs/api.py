@@ -311,3 +311,182 @@ def get_lora(request, lora_id: Annotated[int, PathParam(..., ge=1, le=MAX_ID)]):
 @router.get("/training/base-models", response={200: list[BaseModelOut], 401: Message}, summary="Registered base models")
 def list_base_models(request):
     return list(BaseModel.objects.order_by("-is_default", "name"))
+
+
+# --- choosing and judging a LoRA: the dataset check, a kept checkpoint as a LoRA, evaluation grids -------------
+
+
+class DatasetWarningOut(Schema):
+    code: str = Field(description="few_images, too_many_repeats, small_images, no_caption, duplicates, ...")
+    message: str
+    image_ids: list[int]
+
+
+class CheckpointsOut(Schema):
+    steps: list[int] = Field(description="The kept checkpoints' steps, oldest first; each can become a LoRA.")
+
+
+class GridIn(Schema):
+    prompts: list[str] = Field(..., min_length=1, description="One row per prompt; row i uses seed + i.")
+    weights: list[float] = Field([1.0], description="LoRA weights: one column per LoRA file and weight.")
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+    steps: int = Field(20, ge=1, le=150)
+
+
+class CompareIn(GridIn):
+    lora_ids: list[Id] = Field(..., min_length=2, description="LoRAs of one base model that you may use.")
+
+
+class GridCellOut(Schema):
+    row: int
+    col: int
+    seed: int
+    url: str
+
+
+class GridOut(Schema):
+    id: int
+    title: str
+    status: str
+    progress: float
+    message: str
+    error: str
+    run_id: int | None
+    base_model: str
+    prompts: list[str]
+    columns: list[str] = Field(description="Column labels: the checkpoint step or LoRA name, and the weight.")
+    seed: int
+    steps: int
+    cells: list[GridCellOut]
+    grid_url: str | None = Field(description="The whole grid as one PNG, once it is finished.")
+    url: str
+
+    @staticmethod
+    def resolve_base_model(obj) -> str:
+        return obj.base_model.name
+
+    @staticmethod
+    def resolve_columns(obj) -> list[str]:
+        return [column["label"] for column in obj.columns]
+
+    @staticmethod
+    def resolve_cells(obj) -> list[dict]:
+        return [{"row": c["row"], "col": c["col"], "seed": c.get("seed", obj.seed + c["row"]),
+                 "url": f"/api/training/grids/{obj.pk}/cells/{c['row']}/{c['col']}.png"} for c in obj.cells]
+
+    @staticmethod
+    def resolve_grid_url(obj) -> str | None:
+        return f"/api/training/grids/{obj.pk}/grid.png" if obj.grid_file else None
+
+    @staticmethod
+    def resolve_url(obj) -> str:
+        return obj.get_absolute_url()
+
+
+GridId = Annotated[int, PathParam(..., ge=1, le=MAX_ID)]
+
+
+def _own_run(request, run_id: int) -> TrainingRun:
+    """A run whose LoRAs and grids the user may make: their own (any, for staff); others' are 404."""
+    run = _run(request, run_id)
+    if run.owner_id != request.user.pk and not request.user.is_staff:
+        raise HttpError(404, "Not Found")
+    return run
+
+
+def _grid(request, grid_id: int):
+    from ..models import EvaluationGrid
+
+    grids = EvaluationGrid.objects.select_related("base_model")
+    if not request.user.is_staff:
+        grids = grids.filter(owner=request.user)
+    return get_object_or_404(grids, pk=grid_id)
+
+
+@router.get("/training/runs/{run_id}/dataset-check", response={200: list[DatasetWarningOut], **NOT_FOUND},
+            summary="What the dataset check warns about for this run's snapshot (warnings, never blocks)")
+def run_dataset_check(request, run_id: RunId):
+    from .dataset_check import check_run
+
+    return check_run(_run(request, run_id))
+
+
+@router.get("/training/runs/{run_id}/checkpoints", response={200: CheckpointsOut, **NOT_FOUND},
+            summary="The run's kept checkpoints")
+def run_checkpoints(request, run_id: RunId):
+    return {"steps": services.stored_checkpoints(_run(request, run_id))}
+
+
+@router.post("/training/runs/{run_id}/checkpoints/{step}/lora", response={201: LoraOut, **NOT_FOUND, 409: Message},
+             summary="Register the LoRA of a kept checkpoint (both file formats), to use the best step")
+def run_checkpoint_lora(request, run_id: RunId, step: Annotated[int, PathParam(..., ge=1, le=10**9)]):
+    run = _own_run(request, run_id)
+    try:
+        return Status(201, services.lora_from_checkpoint(run=run, step=step))
+    except services.RunStateError as exc:
+        raise HttpError(409, str(exc))
+
+
+@router.post("/training/runs/{run_id}/grids", response={201: GridOut, 400: Message, **NOT_FOUND, 503: Message},
+             summary="Render the run's kept checkpoints × prompts (× LoRA weights) on the generate queue")
+def run_grid_create(request, run_id: RunId, payload: GridIn):
+    from . import evaluation
+
+    run = _run(request, run_id)
+    try:
+        grid = evaluation.grid_for_run(run=run, owner=request.user, **payload.dict())
+    except RunInputError as exc:
+        raise _field_errors(exc)
+    except QueueUnavailable as exc:
+        raise HttpError(503, str(exc))
+    return Status(201, _grid(request, grid.pk))
+
+
+@router.post("/training/grids/compare", response={201: GridOut, 400: Message, **ERRORS, 503: Message},
+             summary="Two or more LoRAs side by side on the same prompts and seeds")
+def grid_compare(request, payload: CompareIn):
+    from . import evaluation
+
+    data = payload.dict()
+    ids = data.pop("lora_ids")
+    usable = {lora.pk: lora for lora in selectors.loras_visible_to(request.user).filter(pk__in=ids)
+              .select_related("base_model") if lora.is_usable_by(request.user)}
+    try:
+        if set(ids) - set(usable):
+            raise RunInputError({"lora_ids": ["No such LoRA."]})
+        grid = evaluation.grid_compare(owner=request.user, loras=[usable[i] for i in ids], **data)
+    except RunInputError as exc:
+        raise _field_errors(exc)
+    except QueueUnavailable as exc:
+        raise HttpError(503, str(exc))
+    return Status(201, _grid(request, grid.pk))
+
+
+@router.get("/training/grids/{grid_id}", response={200: GridOut, **NOT_FOUND}, summary="A grid's progress and images")
+def get_grid(request, grid_id: GridId):
+    return _grid(request, grid_id)
+
+
+@router.get("/training/grids/{grid_id}/grid.png", response={200: None, **NOT_FOUND},
+            summary="The finished grid as one PNG (with row and column labels)")
+def grid_png(request, grid_id: GridId):
+    from imagineer.artifacts import artifact_response
+
+    grid = _grid(request, grid_id)
+    if not grid.grid_file:
+        raise HttpError(404, "The grid is not finished.")
+    return artifact_response(grid.grid_file, filename=f"grid-{grid.pk}.png", content_type="image/png")
+
+
+@router.get("/training/grids/{grid_id}/cells/{row}/{col}.png", response={200: None, **NOT_FOUND},
+            summary="One image of the grid")
+def grid_cell_png(request, grid_id: GridId, row: Annotated[int, PathParam(..., ge=0, le=1000)],
+                  col: Annotated[int, PathParam(..., ge=0, le=1000)]):
+    from imagineer.artifacts import artifact_response
+
+    grid = _grid(request, grid_id)
+    key = next((c["file"] for c in grid.cells if c["row"] == row and c["col"] == col), None)
+    if key is None:
+        raise HttpError(404, "No such image.")
+    return artifact_response(key, filename=f"grid-{grid.pk}-r{row}-c{col}.png", as_attachment=False,
+                             content_type="image/png")

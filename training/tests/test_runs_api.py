@@ -127,10 +127,10 @@ def test_the_training_api_keeps_to_its_openapi_schema(user, token, run_album, un
     shapes, _ = run_album
     services.run_create(owner=user, album_ids=[shapes.pk], params={}, enqueue=False)
     schema = schemathesis.openapi.from_wsgi("/api/openapi.json", get_wsgi_application())
-    schema = schema.include(path_regex="^/api/training/(runs|loras|base-models)")
+    schema = schema.include(path_regex="^/api/training/(runs|loras|base-models|grids)")
     checks = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) == 8
+    assert len(operations) == 16
 
     modes = [schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE]
     for operation in operations:
