@@ -38,6 +38,7 @@ class ImageOut(Schema):
     download_url: str
     tags: list[str] = []
     training_caption: str = ""
+    stack_top_id: int | None = None
 
     @staticmethod
     def resolve_owner(obj: Image) -> str:
@@ -149,7 +150,9 @@ def get_image(request, image_id: int):
 
 
 @router.post("/images", response={201: UploadOut, 200: UploadOut}, summary="Upload one image")
-def upload_image(request, file: File[UploadedFile], title: Form[str] = "", album: Form[int | None] = None):
+def upload_image(request, file: File[UploadedFile], title: Form[str] = "", album: Form[int | None] = None,
+                 stack: Form[bool] = False):
+    """`stack`: put it under the stack of its closest near duplicate among your images, as the upload page can."""
     from django.conf import settings
 
     try:
@@ -159,7 +162,8 @@ def upload_image(request, file: File[UploadedFile], title: Form[str] = "", album
     target = _album(request, album, right="add") if album else None
     try:
         result = services.image_ingest(owner=request.user, data=file.read(), filename=file.name or "",
-                                       source=ImageSource.UPLOAD, title=title, album=target)
+                                       source=ImageSource.UPLOAD, title=title, album=target,
+                                       stack_near_duplicates=stack)
     except services.StorageFailed as exc:
         raise HttpError(507, str(exc))
     except ImageRejected as exc:

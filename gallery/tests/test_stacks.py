@@ -95,6 +95,26 @@ def test_upload_stacks_near_duplicates_only_when_asked(user_client, user):
     assert Image.objects.get(pk=lone).stack_top_id is None
 
 
+def test_the_api_upload_stacks_near_duplicates_only_when_asked(client, user):
+    from imagineer.services import api_token_create
+
+    auth = {"HTTP_AUTHORIZATION": f"Bearer {api_token_create(user=user, name='t')[1]}"}
+    data = image_bytes("PNG", size=(300, 200), seed=11)
+
+    def upload(content, name, **extra):
+        response = client.post("/api/images", {"file": SimpleUploadedFile(name, content), **extra}, **auth)
+        assert response.status_code == 201, response.content
+        return response.json()["image"]
+
+    base = upload(data, "a.png")
+    plain = upload(_near_copy(data), "b.jpg")
+    stacked = upload(_near_copy(data, size=(240, 160), quality=80), "c.jpg", stack="true")
+    lone = upload(image_bytes("PNG", size=(300, 200), seed=77), "d.png", stack="true")
+    assert plain["stack_top_id"] is None and lone["stack_top_id"] is None
+    assert stacked["stack_top_id"] in (base["id"], plain["id"])
+    assert client.get(f"/api/images/{stacked['id']}", **auth).json()["stack_top_id"] == stacked["stack_top_id"]
+
+
 def test_index_images_stack_option(user, tmp_path):
     data = image_bytes("PNG", size=(300, 200), seed=11)
     (tmp_path / "a.png").write_bytes(data)
