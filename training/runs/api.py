@@ -327,10 +327,11 @@ class CheckpointsOut(Schema):
 
 
 class GridIn(Schema):
-    prompts: list[str] = Field(..., min_length=1, description="One row per prompt; row i uses seed + i.")
-    weights: list[float] = Field([1.0], description="LoRA weights: one column per LoRA file and weight.")
+    prompts: list[str] = Field(..., min_length=1, max_length=8, description="One row per prompt; row i uses seed + i.")
+    weights: list[float] = Field([1.0], min_length=1, max_length=4,
+                                 description="LoRA weights: one column per LoRA file and weight.")
     seed: int = Field(0, ge=0, le=2**31 - 1)
-    steps: int = Field(20, ge=1, le=150)
+    steps: int = Field(20, ge=1, le=60)
 
 
 class CompareIn(GridIn):
