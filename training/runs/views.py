@@ -179,6 +179,9 @@ def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
     context["provenance_warning"] = snapshot_warning(context["provenance"])
     context["dataset_warnings"] = check_run(run)
     registered = {lora.checkpoint_step: lora for lora in run.checkpoint_loras.all()}
+    final = LoraModel.objects.filter(training_run=run).first()
+    if final is not None and run.status == JobStatus.SUCCEEDED:
+        registered.setdefault(run.step, final)  # the last step's checkpoint is the final LoRA already
     context["checkpoints"] = [(step, registered.get(step)) for step in services.stored_checkpoints(run)]
     context["grids"] = list(run.grids.all()[:20])
     return render(request, "training/runs/detail.html", context)

@@ -49,6 +49,9 @@ def test_a_kept_checkpoint_registers_a_lora_whose_files_load(finished_run, tiny_
     assert kept == [2, 3, 4]  # TRAIN_KEEP_CHECKPOINTS is 3
     page = user_client.get(run.get_absolute_url()).content.decode()
     assert "Use this checkpoint" in page and f"/training/runs/{run.pk}/checkpoints/2/lora/" in page
+    # The last step's checkpoint is the final LoRA: the page links it instead of offering a copy.
+    final_lora = LoraModel.objects.get(training_run=run)
+    assert f"/training/runs/{run.pk}/checkpoints/4/lora/" not in page and final_lora.get_absolute_url() in page
 
     url = f"/training/runs/{run.pk}/checkpoints/2/lora/"
     assert other_client.post(url).status_code == 404
