@@ -230,12 +230,17 @@ def run(quick: bool = False) -> list[Result]:
     site_proc, site = start_site(pages)
     storage = {"BACKEND": "django.core.files.storage.FileSystemStorage",
                "OPTIONS": {"location": data_dir / "media"}}
+    # The job uploads its crawl log to the artifacts storage as it goes (scraping.jobs): kept on local disk
+    # here, beside the media, like a one-machine install.
+    artifacts = {"BACKEND": "django.core.files.storage.FileSystemStorage",
+                 "OPTIONS": {"location": data_dir / "artifacts", "allow_overwrite": True}}
     static = {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}
     rounds = 1 if quick else 3
     best = {"ours": (float("inf"), {}), "bare": (float("inf"), {})}
     cpu = {"bare": float("inf"), "ours crawl": float("inf"), "ours import": float("inf")}
     try:
-        with override_settings(SCRAPE_ALLOW_PRIVATE=True, STORAGES={"default": storage, "staticfiles": static},
+        with override_settings(SCRAPE_ALLOW_PRIVATE=True, STORAGES={"default": storage, "artifacts": artifacts,
+                                                                 "staticfiles": static},
                                WORK_DIR=work / "work", LOG_DIR=work / "logs"):
             for round_no in range(rounds):
                 before = cpu_seconds()

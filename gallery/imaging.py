@@ -256,9 +256,14 @@ def _derive(im: PILImage.Image, *, thumb_size: int, preview_size: int) -> tuple[
     # May be `im` itself: thumbnail() resizes in place, and nobody needs the full-size pixels afterwards.
     preview = _for_display(im)
     preview.thumbnail((preview_size, preview_size), PILImage.Resampling.BICUBIC, reducing_gap=2.0)
+    preview_bytes = _webp(preview)
+    if max(preview.size) <= thumb_size:
+        # Already thumbnail-sized (thumbnail() would leave the pixels as they are): the same pixels encode
+        # to the same bytes, so one encode serves both (scraped images are often this small).
+        return Derivatives(thumbnail=preview_bytes, preview=preview_bytes), preview
     thumb = preview.copy()
     thumb.thumbnail((thumb_size, thumb_size), PILImage.Resampling.BICUBIC, reducing_gap=2.0)
-    return Derivatives(thumbnail=_webp(thumb), preview=_webp(preview)), thumb
+    return Derivatives(thumbnail=_webp(thumb), preview=preview_bytes), thumb
 
 
 def inspect_image(

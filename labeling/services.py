@@ -90,10 +90,21 @@ def labels_store_result(*, image: Image, result, source: str, job: LabelingJob |
 
 
 def label_add_scraped(*, image: Image, alt: str, title: str) -> None:
-    """Alt text and title found by a scrape, kept as captions from the scraper (pending review)."""
-    for text in dict.fromkeys(t.strip() for t in (alt, title) if t and t.strip()):
-        Label.objects.get_or_create(image=image, kind=LabelKind.CAPTION, source=LabelSource.SCRAPER,
-                                    value=text[:2000], defaults={"review_state": ReviewState.PENDING})
+    """Alt text and title found by a scrape, kept as captions from the scraper (pending review).
+
+    A text the image already has as a scraper caption is not added again. One read and one write per
+    image, not a get_or_create per text: a scrape calls this for each of thousands of images.
+    """
+    texts = list(dict.fromkeys(t.strip()[:2000] for t in (alt, title) if t and t.strip()))
+    if not texts:
+        return
+    have = set(Label.objects.filter(image=image, kind=LabelKind.CAPTION, source=LabelSource.SCRAPER,
+                                    value__in=texts).order_by().values_list("value", flat=True))
+    Label.objects.bulk_create([
+        Label(image=image, kind=LabelKind.CAPTION, source=LabelSource.SCRAPER, value=text,
+              review_state=ReviewState.PENDING)
+        for text in texts if text not in have
+    ])
 
 
 # Manual edits: always approved, always by the acting person.

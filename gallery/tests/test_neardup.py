@@ -92,6 +92,18 @@ def test_similar_images_neither_scans_nor_loads_every_hash(user, planted):
     assert len(queries.captured_queries) == 2
 
 
+def test_the_lookup_on_arrival_uses_the_band_indexes_not_a_scan_of_the_owners_images(user, planted):
+    if connection.vendor != "sqlite":
+        pytest.skip("reads SQLite's query plan")
+    with CaptureQueriesContext(connection) as queries:
+        assert neardup.pairs_for(planted[-1], image_model=Image, max_distance=6)  # a planted copy
+    (lookup,) = [q["sql"] for q in queries.captured_queries]
+    with connection.cursor() as cursor:
+        plan = " ".join(str(row[-1]) for row in cursor.execute("EXPLAIN QUERY PLAN " + lookup).fetchall())
+    assert all(f"gallery_img_phash_b{band}" in plan for band in range(4)), plan
+    assert "gallery_img_owner_id" not in plan, plan
+
+
 def test_bands_round_trip():
     value = 0x0123_4567_89AB_CDEF
     assert neardup.phash_bands(value) == (0x0123, 0x4567, 0x89AB, 0xCDEF)

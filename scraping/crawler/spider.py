@@ -130,6 +130,7 @@ class ImageSpider(scrapy.Spider):
         self._images: dict[str, dict[str, Any]] = {}
         self._outcomes: dict[str, str] = {}
         self._by_sha: dict[str, tuple[str, str]] = {}
+        self._images_dir: Path | None = None
         self.saved = 0
         self.bytes_saved = 0
         self.failures: Counter[str] = Counter()
@@ -434,14 +435,15 @@ class ImageSpider(scrapy.Spider):
             self.close_crawl("max_images")
 
     def _save(self, body: bytes, sha: str, ext: str) -> str:
-        directory = self.cfg.images_dir
-        directory.mkdir(parents=True, exist_ok=True)
-        final = directory / f"{self.saved + 1:05d}-{sha[:16]}.{ext}"
-        partial = directory / f".{final.name}.part"
+        if self._images_dir is None:  # made and resolved once, not for every image
+            self.cfg.images_dir.mkdir(parents=True, exist_ok=True)
+            self._images_dir = self.cfg.images_dir.resolve()
+        final = self._images_dir / f"{self.saved + 1:05d}-{sha[:16]}.{ext}"
+        partial = self._images_dir / f".{final.name}.part"
         with open(partial, "wb") as fh:
             fh.write(body)
         os.replace(partial, final)  # never a half-written file under its final name
-        return str(Path(final).resolve())
+        return str(final)
 
     def image_error(self, failure: Failure) -> None:
         info = failure.request.meta.get("imagineer_image")

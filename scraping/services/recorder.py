@@ -15,7 +15,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from django.db import DatabaseError, IntegrityError
+from django.db import DatabaseError, IntegrityError, connections, transaction
 from django.utils.dateparse import parse_datetime
 
 from gallery.imaging import CANONICAL_EXTENSION, ImageRejected
@@ -55,6 +55,25 @@ def _signals(raw: Any) -> list[dict[str, str]]:
         if isinstance(signal, dict):
             out.append({k: str(signal.get(k) or "")[:2000] for k in ("signal", "value", "where", "url")})
     return out[:50]
+
+
+def _update_items(items: list[ScrapedItem]) -> None:
+    """Write ITEM_FIELDS of saved items: one parametrised UPDATE by primary key, executed for every item.
+
+    What ``bulk_update(items, ITEM_FIELDS)`` writes, at a fraction of its cost: bulk_update builds a
+    CASE WHEN expression per field and item through the ORM (15 fields × thousands of items in a scrape),
+    which took more of the job's CPU than the statements themselves.
+    """
+    meta = ScrapedItem._meta
+    connection = connections[ScrapedItem.objects.db]
+    quote = connection.ops.quote_name
+    fields = [meta.get_field(name) for name in ITEM_FIELDS]
+    # Identifiers come from the model's _meta, quoted; every value is a parameter.
+    sql = (f"UPDATE {quote(meta.db_table)} SET {', '.join(f'{quote(f.column)} = %s' for f in fields)} "  # noqa: S608
+           f"WHERE {quote(meta.pk.column)} = %s")
+    rows = [[f.get_db_prep_save(getattr(item, f.attname), connection) for f in fields] + [item.pk] for item in items]
+    with transaction.atomic(using=connection.alias, savepoint=False), connection.cursor() as cursor:
+        cursor.executemany(sql, rows)
 
 
 class CrawlRecorder:
@@ -376,7 +395,7 @@ class CrawlRecorder:
                     item.pk = ids[item.seq]
         if self._dirty:
             batch_dirty, self._dirty = list(self._dirty.values()), {}
-            ScrapedItem.objects.bulk_update(batch_dirty, ITEM_FIELDS, batch_size=200)
+            _update_items(batch_dirty)
         if self._album_pending:
             from gallery.services import album_add_images
 

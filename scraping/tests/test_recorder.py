@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -108,6 +109,29 @@ def test_a_duplicate_inside_one_crawl_follows_the_first_copy(recorder, job, tmp_
     assert not big.exists() and not small.exists()
     job.refresh_from_db()
     assert job.counters["imported"] == 1 and job.counters["duplicates"] == 1 and job.counters["too_small"] == 2
+
+
+def test_a_row_written_before_its_download_gets_every_field_of_its_outcome(recorder, job, tmp_path):
+    path = tmp_path / "a.png"
+    size = path.write_bytes(image_bytes("PNG", size=(64, 48), seed=3))
+    recorder.on_event(discovered(1))
+    recorder.flush(force=True)
+    assert ScrapedItem.objects.get(job=job).outcome == Outcome.PENDING  # the row exists: later changes are updates
+    signals = [{"signal": "x-robots-tag", "value": "noai", "where": "image", "url": "https://example.com/1.png"}]
+    licence = [{"kind": "a-rel-license", "value": "https://creativecommons.org/licenses/by/4.0/",
+                "page_url": "https://example.com/"}]
+    recorder.on_event({**downloaded(1, path), "optout": signals, "licence": licence,
+                       "fetched_at": "2026-11-30T10:00:00+00:00"})
+    recorder.import_remaining()
+    recorder.flush(force=True)
+    row = ScrapedItem.objects.get(job=job)
+    image = Image.objects.get()
+    assert (row.outcome, row.reason, row.image_id) == (Outcome.IMPORTED, "", image.pk)
+    assert (row.final_url, row.sha256, row.bytes) == ("https://cdn.example.com/1", "x" * 64, size)
+    assert (row.width, row.height, row.format, row.content_type) == (64, 48, "PNG", "image/png")
+    assert row.optout == signals and row.licence_hints == licence
+    assert row.fetched_at == datetime(2026, 11, 30, 10, 0, tzinfo=UTC)
+    assert row.http_status is None and row.bucket == ""
 
 
 def test_a_file_that_vanished_is_a_failed_item_not_a_crash(recorder, job, tmp_path):
