@@ -17,7 +17,6 @@ from functools import lru_cache
 from itertools import combinations
 
 from django.db import connections
-from django.db.models import Q
 
 BANDS = 4
 BAND_BITS = 16
@@ -59,15 +58,6 @@ def _radius(max_distance: int) -> int:
     return min(max_distance, MAX_DISTANCE) // BANDS
 
 
-def candidate_q(phash: int, max_distance: int, prefix: str = "") -> Q:
-    """Rows that may be within `max_distance` bits of `phash`: a superset, served by the band indexes."""
-    radius = _radius(max_distance)
-    condition = Q()
-    for index, value in enumerate(phash_bands(phash)):
-        condition |= Q(**{f"{prefix}phash_b{index}__in": band_neighbours(value, radius)})
-    return condition
-
-
 def near(phash: int, rows, max_distance: int) -> list[tuple[int, int]]:
     """(pk, distance) of the candidate rows (pk, phash) within `max_distance`, closest first, then by pk."""
     found = [(pk, hamming(phash, other)) for pk, other in rows]
@@ -75,8 +65,8 @@ def near(phash: int, rows, max_distance: int) -> list[tuple[int, int]]:
 
 
 def candidate_rows(image, *, image_model, max_distance: int) -> list[tuple[int, int]]:
-    """(pk, phash) of the other images of `image`'s owner that may be within the distance: the rows of
-    ``candidate_q`` for that owner.
+    """(pk, phash) of the other images of `image`'s owner that may be within the distance (a superset,
+    served by the band indexes).
 
     The owner goes into each band's condition, ``(owner = x AND b0 IN ..) OR (owner = x AND b1 IN ..)``,
     not beside the OR: the indexes are (owner, band), and for ``owner = x AND (b0 IN .. OR ..)`` the

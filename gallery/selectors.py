@@ -58,13 +58,13 @@ def albums_for_viewer(albums: AlbumQuerySet, *, user) -> list[Album]:
 def similar_images(image: Image, *, user, limit: int = 12, max_distance: int | None = None) -> list[tuple[Image, int]]:
     """The owner's other images whose perceptual hash is within `max_distance` bits, closest first.
 
-    Candidates come from the band indexes (gallery/neardup.py); only they are compared."""
+    Candidates come from the band indexes (gallery/neardup.py, the owner in each band's condition so the
+    planner uses them); only they are compared, and only the closest are checked for visibility."""
     max_distance = settings.GALLERY_NEAR_DUPLICATE_DISTANCE if max_distance is None else max_distance
-    candidates = (Image.objects.visible_to(user).filter(owner=image.owner_id).exclude(pk=image.pk)
-                  .filter(neardup.candidate_q(image.phash, max_distance)))
-    found = neardup.near(image.phash, candidates.values_list("pk", "phash"), max_distance)[:limit]
-    by_id = Image.objects.in_bulk([pk for pk, _ in found])
-    return [(by_id[pk], distance) for pk, distance in found if pk in by_id]
+    rows = neardup.candidate_rows(image, image_model=Image, max_distance=max_distance)
+    found = neardup.near(image.phash, rows, max_distance)[:limit * 5]
+    by_id = Image.objects.visible_to(user).in_bulk([pk for pk, _ in found])
+    return [(by_id[pk], distance) for pk, distance in found if pk in by_id][:limit]
 
 
 def duplicate_groups(*, owner, max_distance: int | None = None, limit_groups: int = 50) -> list[list[Image]]:
