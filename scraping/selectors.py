@@ -33,7 +33,9 @@ DOMAIN_COUNTERS = ("imported", "duplicates", "failed", "opted_out")
 
 def history_stats(user) -> dict:
     """Figures over the user's finished scrapes: average throughput across the history (total pages and
-    downloaded images over the total crawl time) and, per site, imported / duplicate / failed / opted-out counts.
+    downloaded images over the total crawl time) and, per image host (where the images came from, a CDN
+    included; "jobs" is how many scrapes brought images from it), imported / duplicate / failed / opted-out
+    counts.
     """
     rows = (ScrapeJob.objects.filter(owner=user, started_at__isnull=False, finished_at__isnull=False)
             .values_list("start_url", "counters", "started_at", "finished_at"))
@@ -45,11 +47,16 @@ def history_stats(user) -> dict:
         seconds += max((finished - started).total_seconds(), 0.0)
         pages += int(counters.get("pages") or 0)
         downloaded += int(counters.get("downloaded") or 0)
-        host = urlsplit(start_url).hostname or start_url
-        entry = domains.setdefault(host, {"jobs": 0, **dict.fromkeys(DOMAIN_COUNTERS, 0)})
-        entry["jobs"] += 1
-        for key in DOMAIN_COUNTERS:
-            entry[key] += int(counters.get(key) or 0)
+        hosts = counters.get("hosts")
+        if not isinstance(hosts, dict):  # a job recorded before per-host counts: all under its start site
+            hosts = {urlsplit(start_url).hostname or start_url: counters}
+        for host, counts in hosts.items():
+            if not isinstance(counts, dict):
+                continue
+            entry = domains.setdefault(str(host), {"jobs": 0, **dict.fromkeys(DOMAIN_COUNTERS, 0)})
+            entry["jobs"] += 1
+            for key in DOMAIN_COUNTERS:
+                entry[key] += int(counts.get(key) or 0)
     return {
         "jobs": jobs,
         "seconds": round(seconds, 3),

@@ -76,6 +76,19 @@ def _update_items(items: list[ScrapedItem]) -> None:
         cursor.executemany(sql, rows)
 
 
+
+HOST_COUNTERS = ("imported", "duplicates", "failed", "opted_out")
+MAX_HOSTS = 200  # a crawl of many sites keeps its first 200 hosts apart and counts the rest together
+OTHER_HOSTS = "(other hosts)"
+
+
+def _restored_hosts(value: Any) -> dict[str, dict[str, int]]:
+    """The per-host counts a job already has (a resumed job), ignoring anything malformed."""
+    if not isinstance(value, dict):
+        return {}
+    return {str(host): {key: int(counts.get(key) or 0) for key in HOST_COUNTERS}
+            for host, counts in list(value.items())[:MAX_HOSTS + 1] if isinstance(counts, dict)}
+
 class CrawlRecorder:
     """Turns crawl events into ScrapedItem rows, imports, counters and a log tail for one job.
 
@@ -95,6 +108,9 @@ class CrawlRecorder:
         self._dirty: dict[int, ScrapedItem] = {}
         self.pending: deque[tuple[str, str, str]] = deque()  # (kind, url, path or first url)
         self.counters = {**empty_counters(), **{k: v for k, v in (job.counters or {}).items() if k in COUNTER_KEYS}}
+        # Per image host (where each image was fetched from, a CDN included): imported, duplicates, failed,
+        # opted out; kept in the job's counters under "hosts" for the scrape history.
+        self.hosts: dict[str, dict[str, int]] = _restored_hosts((job.counters or {}).get("hosts"))
         self.buckets: Counter[str] = Counter(job.error_buckets or {})
         self.log: deque[str] = deque((job.log_tail or "").splitlines(), maxlen=LOG_TAIL_LINES)
         self.stage = Stage.CRAWLING
@@ -185,7 +201,7 @@ class CrawlRecorder:
         elif reason == "opted_out":
             item.optout = _signals(event.get("optout"))
             self._set(item, Outcome.OPTED_OUT, describe_optout(item.optout) or "opted out")
-            self.counters["opted_out"] += 1
+            self._count("opted_out", item)
         elif reason == "duplicate":
             item.sha256 = str(event.get("sha256") or "")
             item.bytes = event.get("bytes")
@@ -230,8 +246,19 @@ class CrawlRecorder:
     def _fail(self, item: ScrapedItem, bucket: str, reason: str) -> None:
         item.bucket = bucket
         self._set(item, Outcome.FAILED, reason)
-        self.counters["failed"] += 1
+        self._count("failed", item)
         self.buckets[bucket] += 1
+
+    def _count(self, key: str, item: ScrapedItem) -> None:
+        self.counters[key] += 1
+        host = (urlsplit(item.final_url or item.url).hostname or "")[:255] or "(no host)"
+        entry = self.hosts.get(host)
+        if entry is None:
+            if len(self.hosts) >= MAX_HOSTS:
+                host, entry = OTHER_HOSTS, self.hosts.setdefault(OTHER_HOSTS, dict.fromkeys(HOST_COUNTERS, 0))
+            else:
+                entry = self.hosts[host] = dict.fromkeys(HOST_COUNTERS, 0)
+        entry[key] += 1
 
     def _too_small(self, item: ScrapedItem, reason: str) -> None:
         self._set(item, Outcome.TOO_SMALL, reason)
@@ -286,7 +313,7 @@ class CrawlRecorder:
         if first is not None and first.outcome in (Outcome.IMPORTED, Outcome.DUPLICATE) and first.image_id:
             item.image_id = first.image_id
             self._set(item, Outcome.DUPLICATE, f"the same file as {first_url}")
-            self.counters["duplicates"] += 1
+            self._count("duplicates", item)
             self._labels(item)
         elif first is not None and first.outcome == Outcome.TOO_SMALL:
             self._too_small(item, f"the same file as {first_url}: {first.reason}")
@@ -337,10 +364,10 @@ class CrawlRecorder:
         self._album_pending.append(result.image.pk)
         if result.created:
             self._set(item, Outcome.IMPORTED)
-            self.counters["imported"] += 1
+            self._count("imported", item)
         else:
             self._set(item, Outcome.DUPLICATE, "already in the gallery")
-            self.counters["duplicates"] += 1
+            self._count("duplicates", item)
         self._labels(item, image=result.image)
         self._discard(path)
 
@@ -401,7 +428,8 @@ class CrawlRecorder:
 
             images, self._album_pending = self._album_pending, []
             album_add_images(album=self._album(), images=images)
-        self.save(counters=dict(self.counters), error_buckets=dict(self.buckets), log_tail="\n".join(self.log),
+        self.save(counters={**self.counters, "hosts": self.hosts}, error_buckets=dict(self.buckets),
+                  log_tail="\n".join(self.log),
                   stage=self.stage, progress=self.progress(), message=self.message(), **fields)
 
     def progress(self) -> float:

@@ -50,6 +50,8 @@ def test_opted_out_images_are_recorded_with_their_signal_and_never_imported(user
     for path in KEPT:
         assert items[site.url(path)].outcome == Outcome.IMPORTED, path
     assert job.counters["opted_out"] == len(OPTED_OUT) and job.counters["imported"] == len(KEPT)
+    assert job.counters["hosts"] == {"127.0.0.1": {"imported": len(KEPT), "duplicates": 0, "failed": 0,
+                                                   "opted_out": len(OPTED_OUT)}}
     assert Image.objects.filter(owner=user).count() == len(KEPT)
     assert not Image.objects.filter(source_url__in=[site.url(p) for p in OPTED_OUT]).exists()
     # Imported images: checked, nothing found; the licensed page's licence is on its image.

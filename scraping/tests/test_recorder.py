@@ -111,6 +111,38 @@ def test_a_duplicate_inside_one_crawl_follows_the_first_copy(recorder, job, tmp_
     assert job.counters["imported"] == 1 and job.counters["duplicates"] == 1 and job.counters["too_small"] == 2
 
 
+def test_outcomes_are_counted_per_image_host_for_the_history(recorder, job, tmp_path):
+    from scraping.selectors import history_stats
+
+    path = tmp_path / "a.png"
+    path.write_bytes(image_bytes("PNG", size=(64, 48), seed=4))
+    for n in range(4):
+        recorder.on_event(discovered(n))
+    recorder.on_event(downloaded(0, path))  # fetched from cdn.example.com after a redirect
+    recorder.on_event({"event": "image_skipped", "reason": "duplicate", "url": "https://example.com/1.png",
+                       "duplicate_of": "https://example.com/0.png", "bytes": 10, "sha256": "y" * 64})
+    recorder.on_event({"event": "image_failed", "url": "https://example.com/2.png", "bucket": "http_404",
+                       "reason": "HTTP 404", "status": 404})
+    recorder.on_event({"event": "image_skipped", "reason": "opted_out", "url": "https://example.com/3.png",
+                       "optout": [{"signal": "x-robots-tag", "value": "noai", "where": "image"}]})
+    recorder.import_remaining()
+    recorder.flush(force=True)
+
+    job.refresh_from_db()
+    assert job.counters["hosts"] == {
+        "cdn.example.com": {"imported": 1, "duplicates": 0, "failed": 0, "opted_out": 0},
+        "example.com": {"imported": 0, "duplicates": 1, "failed": 1, "opted_out": 1},
+    }
+    # A job picked up again (a worker died) goes on counting from what was stored.
+    again = CrawlRecorder(job, save=lambda **fields: None, cancel_requested=lambda: False, clock=Clock())
+    assert again.hosts == job.counters["hosts"]
+    ScrapeJob.objects.filter(pk=job.pk).update(status=JobStatus.SUCCEEDED, started_at=datetime.now(UTC),
+                                               finished_at=datetime.now(UTC))
+    rows = {r["domain"]: r for r in history_stats(job.owner)["domains"]}
+    assert rows["cdn.example.com"]["imported"] == 1 and rows["example.com"]["opted_out"] == 1
+    assert rows["example.com"]["jobs"] == rows["cdn.example.com"]["jobs"] == 1
+
+
 def test_a_row_written_before_its_download_gets_every_field_of_its_outcome(recorder, job, tmp_path):
     path = tmp_path / "a.png"
     size = path.write_bytes(image_bytes("PNG", size=(64, 48), seed=3))
