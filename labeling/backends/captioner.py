@@ -19,8 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .base import (
-    ERROR_CANCELLED,
-    ERROR_IMAGE,
     ERROR_INVALID_ANSWER,
     BackendUnavailable,
     ImageInput,
@@ -28,7 +26,7 @@ from .base import (
     LabelOutcome,
     LabelResult,
 )
-from .local import _open_rgb
+from .local import label_each
 from .schema import AnswerError, validate_entry
 
 _FETCH_HINT = ("run `python manage.py fetch_label_models --captioner` where the Hugging Face hub can be reached, "
@@ -130,29 +128,20 @@ class CaptionerBackend:
         return text
 
     def label_batch(self, images: list[ImageInput], *, should_stop: Callable[[], bool]) -> dict[int, LabelOutcome]:
-        outcomes: dict[int, LabelOutcome] = {}
         if not images:
-            return outcomes
+            return {}
         loaded = load_captioner(self.model_dir)
-        for image in images:
-            if should_stop():
-                outcomes[image.id] = LabelError("cancelled before captioning", ERROR_CANCELLED)
-                continue
-            try:
-                _, _, picture = _open_rgb(image.path, max_side=_INPUT_SIDE)
-            except Exception as exc:  # missing file, decode error, decompression bomb
-                outcomes[image.id] = LabelError(f"image file {image.path} cannot be read: {exc}", ERROR_IMAGE)
-                continue
+
+        def label_one(image, width, height, picture) -> LabelOutcome:
             try:
                 text = self._caption(loaded, picture)
             except Exception as exc:
-                outcomes[image.id] = LabelError(f"the captioner failed on this image: {exc}")
-                continue
+                return LabelError(f"the captioner failed on this image: {exc}")
             try:
                 caption = check_caption(text)
             except AnswerError as exc:
-                outcomes[image.id] = LabelError(f"invalid answer: {exc}", ERROR_INVALID_ANSWER)
-                continue
-            outcomes[image.id] = LabelResult(caption=caption, tags=[], categories=[], nsfw=None,
-                                             nsfw_confidence=None, model=self.model_name, version=loaded.version)
-        return outcomes
+                return LabelError(f"invalid answer: {exc}", ERROR_INVALID_ANSWER)
+            return LabelResult(caption=caption, tags=[], categories=[], nsfw=None, nsfw_confidence=None,
+                               model=self.model_name, version=loaded.version)
+
+        return label_each(images, should_stop, label_one, verb="captioning", max_side=_INPUT_SIDE)

@@ -165,6 +165,25 @@ def _open_rgb(path, *, max_side: int | None = _DETECT_SIZE):
     return width, height, picture
 
 
+def label_each(images: list[ImageInput], should_stop: Callable[[], bool],
+               label_one: Callable[[ImageInput, int, int, object], LabelOutcome], *, verb: str,
+               max_side: int | None = _DETECT_SIZE) -> dict[int, LabelOutcome]:
+    """The offline backends' loop: stop between images when asked ("cancelled before <verb>"), fail only the
+    image whose file cannot be read, else take `label_one(image, width, height, picture)`'s outcome."""
+    outcomes: dict[int, LabelOutcome] = {}
+    for image in images:
+        if should_stop():
+            outcomes[image.id] = LabelError(f"cancelled before {verb}", ERROR_CANCELLED)
+            continue
+        try:
+            width, height, picture = _open_rgb(image.path, max_side=max_side)
+        except Exception as exc:  # missing file, decode error, decompression bomb
+            outcomes[image.id] = LabelError(f"image file {image.path} cannot be read: {exc}", ERROR_IMAGE)
+            continue
+        outcomes[image.id] = label_one(image, width, height, picture)
+    return outcomes
+
+
 class LocalBackend:
     name = "local"
 
@@ -179,26 +198,18 @@ class LocalBackend:
     ) -> dict[int, LabelOutcome]:
         import numpy as np
 
-        outcomes: dict[int, LabelOutcome] = {}
         if not images:
-            return outcomes
+            return {}
         self.check()
         detector = get_detector()
         version = nudenet_version()
-        for image in images:
-            if should_stop():
-                outcomes[image.id] = LabelError("cancelled before labelling", ERROR_CANCELLED)
-                continue
-            try:
-                width, height, picture = _open_rgb(image.path)
-            except Exception as exc:  # missing file, decode error, decompression bomb
-                outcomes[image.id] = LabelError(f"image file {image.path} cannot be read: {exc}", ERROR_IMAGE)
-                continue
+
+        def label_one(image, width, height, picture) -> LabelOutcome:
             # NudeNet takes OpenCV's BGR order.
             detections = detector.detect(np.ascontiguousarray(np.asarray(picture)[:, :, ::-1]))
             nsfw, confidence = nsfw_verdict(detections)
             tags = [orientation_tag(width, height), size_tag(width, height), *dominant_colours(picture)]
-            outcomes[image.id] = LabelResult(
+            return LabelResult(
                 caption=None,
                 tags=list(dict.fromkeys(tags)),
                 categories=[],
@@ -207,4 +218,5 @@ class LocalBackend:
                 model="nudenet",
                 version=version,
             )
-        return outcomes
+
+        return label_each(images, should_stop, label_one, verb="labelling")

@@ -23,8 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .base import (
-    ERROR_CANCELLED,
-    ERROR_IMAGE,
     ERROR_INVALID_ANSWER,
     BackendUnavailable,
     ImageInput,
@@ -32,7 +30,7 @@ from .base import (
     LabelOutcome,
     LabelResult,
 )
-from .local import _open_rgb
+from .local import label_each
 from .schema import MAX_TAGS, TAG_MAX_LENGTH
 
 MODEL_FILE = "model.onnx"
@@ -225,37 +223,28 @@ class TaggerBackend:
     def label_batch(self, images: list[ImageInput], *, should_stop: Callable[[], bool]) -> dict[int, LabelOutcome]:
         import numpy as np
 
-        outcomes: dict[int, LabelOutcome] = {}
         if not images:
-            return outcomes
+            return {}
         tagger = load_tagger(self.model_dir)
-        for image in images:
-            if should_stop():
-                outcomes[image.id] = LabelError("cancelled before tagging", ERROR_CANCELLED)
-                continue
-            try:
-                _, _, picture = _open_rgb(image.path, max_side=None)
-            except Exception as exc:  # missing file, decode error, decompression bomb
-                outcomes[image.id] = LabelError(f"image file {image.path} cannot be read: {exc}", ERROR_IMAGE)
-                continue
+
+        def label_one(image, width, height, picture) -> LabelOutcome:
             batch = preprocess(picture, tagger.size)[None, ...]
             try:
                 (scores,) = tagger.session.run(None, {tagger.input_name: batch})[:1]
             except Exception as exc:
-                outcomes[image.id] = LabelError(f"the tagger failed on this image: {exc}")
-                continue
+                return LabelError(f"the tagger failed on this image: {exc}")
             scores = np.asarray(scores, dtype=np.float64).reshape(-1)
             if scores.shape[0] != len(tagger.tags) or not all(math.isfinite(s) and 0 <= s <= 1 for s in scores):
-                outcomes[image.id] = LabelError(
+                return LabelError(
                     f"invalid answer: the tagger gave {scores.shape[0]} scores for {len(tagger.tags)} tags, or "
                     "scores outside 0..1", ERROR_INVALID_ANSWER)
-                continue
             ranked, ratings = select_tags(scores.tolist(), tagger.tags, general_threshold=self.general_threshold,
                                           character_threshold=self.character_threshold, blacklist=self.blacklist)
             nsfw, confidence = rating_verdict(ratings)
-            outcomes[image.id] = LabelResult(
+            return LabelResult(
                 caption=None, tags=[name for name, _ in ranked], categories=[], nsfw=nsfw,
                 nsfw_confidence=confidence, model=self.model_name, version=tagger.version,
                 tag_confidences={name: round(score, 4) for name, score in ranked},
             )
-        return outcomes
+
+        return label_each(images, should_stop, label_one, verb="tagging", max_side=None)
