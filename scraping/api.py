@@ -148,7 +148,7 @@ class HistoryStatsOut(Schema):
 
 
 @router.get("/scrapes/stats", response=HistoryStatsOut,
-            summary="Your scrape history: average throughput and per-site outcomes")
+            summary="Your scrape history: average throughput and outcomes per image host")
 def scrape_stats(request):
     return selectors.history_stats(request.user)
 

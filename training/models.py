@@ -315,3 +315,7 @@ class EvaluationGrid(Job):
     @property
     def artifact_prefix(self) -> str:
         return f"grids/{self.pk}"
+
+    def cell_file(self, row: int, col: int) -> str | None:
+        """Storage key of one made image of the grid; None while it is not made."""
+        return next((c["file"] for c in self.cells if c["row"] == row and c["col"] == col), None)

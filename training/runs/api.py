@@ -387,21 +387,8 @@ class GridOut(Schema):
 GridId = Annotated[int, PathParam(..., ge=1, le=MAX_ID)]
 
 
-def _own_run(request, run_id: int) -> TrainingRun:
-    """A run whose LoRAs and grids the user may make: their own (any, for staff); others' are 404."""
-    run = _run(request, run_id)
-    if run.owner_id != request.user.pk and not request.user.is_staff:
-        raise HttpError(404, "Not Found")
-    return run
-
-
 def _grid(request, grid_id: int):
-    from ..models import EvaluationGrid
-
-    grids = EvaluationGrid.objects.select_related("base_model")
-    if not request.user.is_staff:
-        grids = grids.filter(owner=request.user)
-    return get_object_or_404(grids, pk=grid_id)
+    return get_object_or_404(selectors.grids_visible_to(request.user), pk=grid_id)
 
 
 @router.get("/training/runs/{run_id}/dataset-check", response={200: list[DatasetWarningOut], **NOT_FOUND},
@@ -421,7 +408,9 @@ def run_checkpoints(request, run_id: RunId):
 @router.post("/training/runs/{run_id}/checkpoints/{step}/lora", response={201: LoraOut, **NOT_FOUND, 409: Message},
              summary="Register the LoRA of a kept checkpoint (both file formats), to use the best step")
 def run_checkpoint_lora(request, run_id: RunId, step: Annotated[int, PathParam(..., ge=1, le=10**9)]):
-    run = _own_run(request, run_id)
+    run = _run(request, run_id)
+    if not selectors.can_manage(request.user, run):
+        raise HttpError(404, "Not Found")
     try:
         return Status(201, services.lora_from_checkpoint(run=run, step=step))
     except services.RunStateError as exc:
@@ -486,7 +475,7 @@ def grid_cell_png(request, grid_id: GridId, row: Annotated[int, PathParam(..., g
     from imagineer.artifacts import artifact_response
 
     grid = _grid(request, grid_id)
-    key = next((c["file"] for c in grid.cells if c["row"] == row and c["col"] == col), None)
+    key = grid.cell_file(row, col)
     if key is None:
         raise HttpError(404, "No such image.")
     return artifact_response(key, filename=f"grid-{grid.pk}-r{row}-c{col}.png", as_attachment=False,

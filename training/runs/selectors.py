@@ -12,7 +12,7 @@ from gallery.models import Album, Image
 from imagineer.artifacts import artifact_exists, artifact_open
 from labeling.selectors import training_captions
 
-from ..models import BaseModel, LoraModel, TrainingRun
+from ..models import BaseModel, EvaluationGrid, LoraModel, TrainingRun
 from .artifacts import log_key
 from .params import MAX_SAMPLE_PROMPT
 
@@ -29,6 +29,14 @@ def albums_for_training(user):
 def runs_visible_to(user):
     """Runs a user may open: their own; staff see everyone's."""
     qs = TrainingRun.objects.select_related("base_model", "owner")
+    if user is None or not user.is_authenticated:
+        return qs.none()
+    return qs if user.is_staff else qs.filter(owner=user)
+
+
+def grids_visible_to(user):
+    """Evaluation grids a user may open: their own; staff see everyone's."""
+    qs = EvaluationGrid.objects.select_related("run", "base_model")
     if user is None or not user.is_authenticated:
         return qs.none()
     return qs if user.is_staff else qs.filter(owner=user)

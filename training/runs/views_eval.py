@@ -22,7 +22,7 @@ from .views import _get_run_for_user
 def run_checkpoint_lora(request: HttpRequest, pk: int, step: int) -> HttpResponse:
     """“Use this checkpoint”: the LoRA of that kept step, registered beside the run's final one."""
     run = _get_run_for_user(request, pk)
-    if run.owner_id != request.user.pk and not request.user.is_staff:
+    if not selectors.can_manage(request.user, run):
         return redirect(run.get_absolute_url())
     try:
         lora = services.lora_from_checkpoint(run=run, step=step)
@@ -37,10 +37,7 @@ def run_checkpoint_lora(request: HttpRequest, pk: int, step: int) -> HttpRespons
 
 
 def _get_grid_for_user(request: HttpRequest, pk: int) -> EvaluationGrid:
-    grids = EvaluationGrid.objects.select_related("run", "base_model")
-    if not request.user.is_staff:
-        grids = grids.filter(owner=request.user)
-    return get_object_or_404(grids, pk=pk)
+    return get_object_or_404(selectors.grids_visible_to(request.user), pk=pk)
 
 
 def _numbers(text: str) -> list[float]:
@@ -132,7 +129,7 @@ def grid_detail(request: HttpRequest, pk: int) -> HttpResponse:
 @require_GET
 def grid_cell(request: HttpRequest, pk: int, row: int, col: int) -> HttpResponse:
     grid = _get_grid_for_user(request, pk)
-    key = next((c["file"] for c in grid.cells if c["row"] == row and c["col"] == col), None)
+    key = grid.cell_file(row, col)
     if key is None:
         raise Http404("No such image.")
     return artifact_response(key, filename=f"grid-{grid.pk}-r{row}-c{col}.png", as_attachment=False,
