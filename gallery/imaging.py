@@ -6,6 +6,7 @@ worker processes), scrapes and generated images.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import re
@@ -266,6 +267,19 @@ def _derive(im: PILImage.Image, *, thumb_size: int, preview_size: int) -> tuple[
     return Derivatives(thumbnail=_webp(thumb), preview=preview_bytes), thumb
 
 
+@contextlib.contextmanager
+def _decode_errors_rejected():
+    """Decoding errors as ImageRejected, with a message for the person who sent the file."""
+    try:
+        yield
+    except ImageRejected:
+        raise
+    except (PILImage.DecompressionBombWarning, PILImage.DecompressionBombError) as exc:
+        raise ImageRejected(f"The image is too large to decode safely ({exc}).") from None
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, MemoryError) as exc:
+        raise ImageRejected(f"The image is damaged or truncated ({exc}).") from None
+
+
 def inspect_image(
     data: bytes,
     *,
@@ -294,7 +308,7 @@ def inspect_image(
             _check_dimensions(im, max_pixels)
             width, height = im.size
             taken_at = taken_date(im)
-            try:
+            with _decode_errors_rejected():
                 _check_total_pixels(im, max_total_pixels)
                 _decode_all(im, draft_to=preview_size if derivatives else None)
                 if derivatives:
@@ -302,12 +316,6 @@ def inspect_image(
                 else:
                     made, small = None, im
                 phash = perceptual_hash(small)
-            except ImageRejected:
-                raise
-            except (PILImage.DecompressionBombWarning, PILImage.DecompressionBombError) as exc:
-                raise ImageRejected(f"The image is too large to decode safely ({exc}).") from None
-            except (OSError, SyntaxError, ValueError, EOFError, IndexError, MemoryError) as exc:
-                raise ImageRejected(f"The image is damaged or truncated ({exc}).") from None
     info = ImageInfo(
         sha256=hashlib.sha256(data).hexdigest(), phash=phash, width=width, height=height,
         format=fmt, mime=MIME_TYPES[fmt], size=len(data), taken_at=taken_at,
@@ -338,7 +346,7 @@ def full_size_display(data: bytes, *, max_pixels: int) -> tuple[bytes, str]:
         with im:
             _check_dimensions(im, max_pixels)
             source_format = im.format
-            try:
+            with _decode_errors_rejected():
                 im.load()
                 shown = _for_display(im)
                 out = io.BytesIO()
@@ -347,7 +355,3 @@ def full_size_display(data: bytes, *, max_pixels: int) -> tuple[bytes, str]:
                     return out.getvalue(), "image/jpeg"
                 shown.save(out, format="PNG", compress_level=1)  # fast: it is made on request
                 return out.getvalue(), "image/png"
-            except (PILImage.DecompressionBombWarning, PILImage.DecompressionBombError) as exc:
-                raise ImageRejected(f"The image is too large to decode safely ({exc}).") from None
-            except (OSError, SyntaxError, ValueError, EOFError, IndexError) as exc:
-                raise ImageRejected(f"The image is damaged or truncated ({exc}).") from None
