@@ -149,11 +149,18 @@ def generation_detail(request: HttpRequest, pk: int) -> HttpResponse:
 @login_required
 @require_GET
 def generation_preview(request: HttpRequest, pk: int) -> HttpResponse:
-    """The running job's latest live preview (a small PNG approximated from the latents), or 404 if none."""
+    """The running job's latest live preview (a small PNG approximated from the latents); 404 before the first.
+
+    A page that polled just before the job ended may still ask for it after the preview was cleared: then the
+    finished job's first image stands in (or nothing, 204, when it made none), never an error."""
     job = _get_job_for_user(request, pk)
     data = bytes(GenerationJob.objects.filter(pk=job.pk).values_list("preview_png", flat=True).first() or b"")
     if not data:
-        raise Http404("No preview yet.")
+        job.refresh_from_db(fields=["status"])
+        if not job.is_finished:
+            raise Http404("No preview yet.")
+        image = next(iter(selectors.job_images(job)), None)
+        return redirect(image.preview_url()) if image is not None else HttpResponse(status=204)
     response = HttpResponse(data, content_type="image/png")
     response["Cache-Control"] = "no-store"
     response["X-Content-Type-Options"] = "nosniff"

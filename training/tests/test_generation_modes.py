@@ -9,6 +9,7 @@ import re
 
 import numpy as np
 import pytest
+from django.test import Client
 from PIL import Image as PILImage
 from PIL import ImageDraw
 
@@ -209,6 +210,11 @@ def test_a_live_preview_is_written_while_denoising_and_cleared_at_the_end(worker
     assert [step for step, _ in seen] == [services.PREVIEW_EVERY, 2 * services.PREVIEW_EVERY]
     assert all(head == b"\x89PNG\r\n\x1a\n" for _, head in seen)
     assert bytes(job.preview_png) == b""
+    # A page that polled just before the end and asks for the preview now gets the finished image instead.
+    client = Client()
+    client.force_login(user)
+    late = client.get(f"/training/generations/{job.pk}/preview.png")
+    assert late.status_code == 302 and late["Location"] == selectors.job_images(job)[0].preview_url()
 
 
 # --- the page --------------------------------------------------------------------------------------------------
